@@ -1,0 +1,303 @@
+//! Layered configuration: defaults → `hephaestus.toml` → `HEPHAESTUS_*` env → flags, resolved once.
+//!
+//! Deep modules never read the environment: the caller hands [`Config::load`] a snapshot of it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The file a project keeps its settings in, at the project root.
+pub const CONFIG_FILE: &str = "hephaestus.toml";
+/// Default data directory, relative to the project root.
+pub const DEFAULT_DATA_DIR: &str = ".hephaestus";
+const SOCKET_NAME: &str = "coordinator.sock";
+/// `sun_path` holds 108 bytes including the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Everything the coordinator and the CLI need to know, resolved once at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub project_root: PathBuf,
+    pub data_dir: PathBuf,
+    pub socket_path: PathBuf,
+    /// Set when the socket could not live in the data dir (path too long) and moved elsewhere.
+    pub socket_note: Option<String>,
+    pub max_concurrent_agents: u32,
+    pub log_level: String,
+    /// Largest JSON-RPC message accepted from a client, in bytes.
+    pub max_message_bytes: usize,
+    /// Project workflow folders (`<dir>/<workflow-id>/NN_name.yaml`); they override shipped ones.
+    pub workflows_dir: PathBuf,
+    /// The file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Keys accepted in `hephaestus.toml`; unknown keys are an error so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    max_concurrent_agents: Option<u32>,
+    log_level: Option<String>,
+    max_message_bytes: Option<usize>,
+    workflows_dir: Option<PathBuf>,
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub project: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub max_concurrent_agents: Option<u32>,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Resolves the configuration for the project that contains `cwd`.
+    pub fn load(cwd: &Path, env: &HashMap<String, String>, flags: &Overrides) -> Result<Config> {
+        let project_root = match &flags.project {
+            Some(p) => absolute(cwd, p),
+            None => find_project_root(cwd),
+        };
+        let explicit_file = flags
+            .config_file
+            .clone()
+            .or_else(|| env.get("HEPHAESTUS_CONFIG").map(PathBuf::from))
+            .map(|p| absolute(cwd, &p));
+        let (file, config_file) = match explicit_file {
+            Some(path) => (read_file_config(&path)?, Some(path)),
+            None => {
+                let path = project_root.join(CONFIG_FILE);
+                if path.is_file() {
+                    (read_file_config(&path)?, Some(path))
+                } else {
+                    (FileConfig::default(), None)
+                }
+            }
+        };
+
+        let env_path = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let data_dir = flags
+            .data_dir
+            .clone()
+            .or_else(|| env_path("HEPHAESTUS_DATA_DIR"))
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = absolute(&project_root, &data_dir);
+
+        let max_concurrent_agents = match flags.max_concurrent_agents {
+            Some(n) => n,
+            None => match env.get("HEPHAESTUS_MAX_CONCURRENT_AGENTS") {
+                Some(v) => v.trim().parse().with_context(|| {
+                    format!("HEPHAESTUS_MAX_CONCURRENT_AGENTS must be a whole number, got {v:?}")
+                })?,
+                None => file.max_concurrent_agents.unwrap_or(4),
+            },
+        };
+        if max_concurrent_agents == 0 {
+            bail!("max_concurrent_agents must be at least 1");
+        }
+        let max_message_bytes = match env.get("HEPHAESTUS_MAX_MESSAGE_BYTES") {
+            Some(v) => v.trim().parse().with_context(|| {
+                format!("HEPHAESTUS_MAX_MESSAGE_BYTES must be a whole number, got {v:?}")
+            })?,
+            None => file.max_message_bytes.unwrap_or(4 * 1024 * 1024),
+        };
+        let log_level = flags
+            .log_level
+            .clone()
+            .or_else(|| env.get("HEPHAESTUS_LOG_LEVEL").cloned())
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".to_string());
+        let workflows_dir = env_path("HEPHAESTUS_WORKFLOWS_DIR")
+            .or(file.workflows_dir)
+            .unwrap_or_else(|| PathBuf::from("phases"));
+        let workflows_dir = absolute(&project_root, &workflows_dir);
+
+        let explicit_socket = flags
+            .socket
+            .clone()
+            .or_else(|| env_path("HEPHAESTUS_SOCKET"))
+            .or(file.socket)
+            .map(|p| absolute(&project_root, &p));
+        let (socket_path, socket_note) = match explicit_socket {
+            Some(p) => {
+                if p.as_os_str().len() > MAX_SOCKET_PATH {
+                    bail!(
+                        "socket path {} is {} bytes; a Unix socket path may have at most {MAX_SOCKET_PATH}",
+                        p.display(),
+                        p.as_os_str().len()
+                    );
+                }
+                (p, None)
+            }
+            None => default_socket_path(&data_dir, env.get("XDG_RUNTIME_DIR").map(Path::new)),
+        };
+
+        Ok(Config {
+            project_root,
+            data_dir,
+            socket_path,
+            socket_note,
+            max_concurrent_agents,
+            log_level,
+            max_message_bytes,
+            workflows_dir,
+            config_file,
+        })
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("state.db")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    pub fn pidfile_path(&self) -> PathBuf {
+        self.data_dir.join("coordinator.pid")
+    }
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// The nearest ancestor of `cwd` with a `hephaestus.toml` or a `.hephaestus/` dir, else the
+/// nearest git work tree, else `cwd` itself.
+pub fn find_project_root(cwd: &Path) -> PathBuf {
+    let marked = cwd
+        .ancestors()
+        .find(|dir| dir.join(CONFIG_FILE).is_file() || dir.join(DEFAULT_DATA_DIR).is_dir());
+    if let Some(dir) = marked {
+        return dir.to_path_buf();
+    }
+    cwd.ancestors()
+        .find(|dir| dir.join(".git").exists())
+        .unwrap_or(cwd)
+        .to_path_buf()
+}
+
+/// `<data_dir>/coordinator.sock`, or a short path derived from the data dir when that one is
+/// too long for a Unix socket. Deterministic, so the shim finds the same path on its own.
+pub fn default_socket_path(
+    data_dir: &Path,
+    runtime_dir: Option<&Path>,
+) -> (PathBuf, Option<String>) {
+    let in_data_dir = data_dir.join(SOCKET_NAME);
+    if in_data_dir.as_os_str().len() <= MAX_SOCKET_PATH {
+        return (in_data_dir, None);
+    }
+    let name = format!(
+        "hephaestus-{:016x}.sock",
+        fnv1a(data_dir.as_os_str().as_encoded_bytes())
+    );
+    let base = runtime_dir
+        .filter(|d| d.is_absolute() && d.join(&name).as_os_str().len() <= MAX_SOCKET_PATH)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let path = base.join(name);
+    let note = format!(
+        "socket path {} would exceed the {MAX_SOCKET_PATH}-byte Unix socket limit; using {} instead",
+        in_data_dir.display(),
+        path.display()
+    );
+    (path, Some(note))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A snapshot of the process environment, taken once by the entry point.
+pub fn env_snapshot() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "max_concurrent_agents = 7\nlog_level = \"debug\"\n",
+        )
+        .unwrap();
+        let base = Config::load(dir.path(), &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(base.max_concurrent_agents, 7);
+        assert_eq!(base.log_level, "debug");
+        assert_eq!(base.data_dir, dir.path().join(".hephaestus"));
+
+        let with_env = Config::load(
+            dir.path(),
+            &env(&[("HEPHAESTUS_MAX_CONCURRENT_AGENTS", "3")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(with_env.max_concurrent_agents, 3);
+
+        let flags = Overrides {
+            max_concurrent_agents: Some(9),
+            ..Default::default()
+        };
+        let with_flag = Config::load(
+            dir.path(),
+            &env(&[("HEPHAESTUS_MAX_CONCURRENT_AGENTS", "3")]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(with_flag.max_concurrent_agents, 9);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "max_agents = 2\n").unwrap();
+        let err = Config::load(dir.path(), &env(&[]), &Overrides::default()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("hephaestus.toml"), "{text}");
+        assert!(text.contains("max_agents"), "{text}");
+    }
+
+    #[test]
+    fn long_data_dir_moves_the_socket_and_says_so() {
+        let long = PathBuf::from(format!("/tmp/{}", "d".repeat(120)));
+        let (path, note) = default_socket_path(&long, Some(Path::new("/run/user/0")));
+        assert!(path.starts_with("/run/user/0"));
+        assert!(path.as_os_str().len() <= MAX_SOCKET_PATH);
+        assert!(note.unwrap().contains("107-byte"));
+        let (again, _) = default_socket_path(&long, Some(Path::new("/run/user/0")));
+        assert_eq!(path, again, "the shim must compute the same path");
+        let (short, note) = default_socket_path(Path::new("/tmp/p/.hephaestus"), None);
+        assert_eq!(short, PathBuf::from("/tmp/p/.hephaestus/coordinator.sock"));
+        assert!(note.is_none());
+    }
+}

@@ -1,0 +1,120 @@
+//! Numbered, append-only schema migrations. Never edit a shipped migration: add the next one.
+
+/// `(version, sql)`; applied in order inside one transaction each, recorded in `schema_migrations`.
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+
+const V1: &str = r#"
+CREATE TABLE workflow_definitions (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    description  TEXT NOT NULL DEFAULT '',
+    source       TEXT NOT NULL,
+    definition   TEXT NOT NULL,          -- JSON of phases::WorkflowDefinition
+    loaded_at    INTEGER NOT NULL
+);
+
+CREATE TABLE agents (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    kind             TEXT NOT NULL CHECK (kind IN ('managed', 'external')),
+    cli_type         TEXT,
+    token_hash       TEXT,
+    status           TEXT NOT NULL DEFAULT 'idle'
+                     CHECK (status IN ('idle', 'working', 'stuck', 'terminated')),
+    current_task_id  TEXT,
+    tmux_session     TEXT,
+    worktree_path    TEXT,
+    client_name      TEXT,
+    client_pid       INTEGER,
+    created_at       INTEGER NOT NULL,
+    last_activity_at INTEGER NOT NULL,
+    terminated_at    INTEGER
+);
+CREATE INDEX agents_status ON agents(status);
+
+CREATE TABLE workflows (
+    id                  TEXT PRIMARY KEY,
+    definition_id       TEXT NOT NULL REFERENCES workflow_definitions(id),
+    name                TEXT NOT NULL,
+    description         TEXT NOT NULL,
+    status              TEXT NOT NULL DEFAULT 'active'
+                        CHECK (status IN ('active', 'paused', 'completed', 'failed')),
+    working_directory   TEXT,
+    launch_params       TEXT NOT NULL DEFAULT '{}',
+    config              TEXT NOT NULL DEFAULT '{}',   -- JSON of phases::WorkflowConfig at start
+    created_by_agent_id TEXT REFERENCES agents(id),
+    created_at          INTEGER NOT NULL,
+    completed_at        INTEGER
+);
+CREATE INDEX workflows_status ON workflows(status, created_at);
+
+CREATE TABLE phases (
+    id                TEXT PRIMARY KEY,
+    workflow_id       TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    phase_order       INTEGER NOT NULL,
+    name              TEXT NOT NULL,
+    description       TEXT NOT NULL,
+    done_definitions  TEXT NOT NULL DEFAULT '[]',
+    additional_notes  TEXT NOT NULL DEFAULT '',
+    outputs           TEXT NOT NULL DEFAULT '[]',
+    next_steps        TEXT NOT NULL DEFAULT '[]',
+    working_directory TEXT,
+    cli_tool          TEXT,
+    cli_model         TEXT,
+    validation        TEXT,
+    status            TEXT NOT NULL DEFAULT 'pending'
+                      CHECK (status IN ('pending', 'in_progress', 'completed', 'failed', 'skipped')),
+    UNIQUE (workflow_id, phase_order)
+);
+
+CREATE TABLE tasks (
+    id                  TEXT PRIMARY KEY,
+    workflow_id         TEXT REFERENCES workflows(id),
+    phase_id            TEXT REFERENCES phases(id),
+    phase_order         INTEGER NOT NULL DEFAULT 0,      -- 0: outside any workflow
+    description         TEXT NOT NULL,
+    done_definition     TEXT NOT NULL,
+    priority            TEXT NOT NULL CHECK (priority IN ('low', 'medium', 'high')),
+    priority_weight     INTEGER NOT NULL,
+    boosted             INTEGER NOT NULL DEFAULT 0,
+    status              TEXT NOT NULL
+                        CHECK (status IN ('pending', 'queued', 'blocked', 'assigned',
+                                          'in_progress', 'done', 'failed')),
+    assigned_agent_id   TEXT REFERENCES agents(id),
+    created_by_agent_id TEXT REFERENCES agents(id),
+    parent_task_id      TEXT REFERENCES tasks(id),
+    idempotency_key     TEXT UNIQUE,
+    summary             TEXT,
+    failure_reason      TEXT,
+    key_learnings       TEXT NOT NULL DEFAULT '[]',
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    created_at          INTEGER NOT NULL,
+    queued_at           INTEGER,
+    assigned_at         INTEGER,
+    started_at          INTEGER,
+    completed_at        INTEGER,
+    updated_at          INTEGER NOT NULL
+);
+-- The claim query walks this index in queue order (see queue::QUEUE_ORDER_SQL).
+CREATE INDEX tasks_queue ON tasks(status, boosted DESC, priority_weight DESC, phase_order, queued_at);
+CREATE INDEX tasks_workflow ON tasks(workflow_id, status);
+CREATE INDEX tasks_agent ON tasks(assigned_agent_id);
+
+CREATE TABLE task_dependencies (
+    task_id            TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    depends_on_task_id TEXT NOT NULL REFERENCES tasks(id),
+    PRIMARY KEY (task_id, depends_on_task_id)
+) WITHOUT ROWID;
+CREATE INDEX task_dependents ON task_dependencies(depends_on_task_id);
+
+CREATE TABLE agent_events (
+    id         INTEGER PRIMARY KEY,
+    agent_id   TEXT REFERENCES agents(id),
+    task_id    TEXT,
+    kind       TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    details    TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX agent_events_agent ON agent_events(agent_id, id);
+"#;

@@ -1,0 +1,205 @@
+//! The only module that touches SQLite: the coordinator's state (workflows, phases, tasks,
+//! dependencies, agents, events) behind a cheap cloneable handle.
+//!
+//! One connection behind a `std::sync::Mutex`, held only for short synchronous sections and
+//! never across an `.await` (as in mini-redis's `db.rs`): SQLite serializes writers anyway, and a
+//! point query costs microseconds. Every check that guards a write runs in the same transaction
+//! as the write, so two callers can never both win (see `claim_*`).
+
+mod agents;
+mod migrations;
+mod tasks;
+mod workflows;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension};
+
+pub use agents::{AgentKind, AgentView, Authenticated};
+pub use tasks::{NewTask, StatusUpdate, TaskFilter, TaskView};
+pub use workflows::{NewWorkflow, PhaseView, WorkflowDefinitionView, WorkflowView};
+
+/// An error a caller can act on, or an internal fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl From<rusqlite::Error> for OpError {
+    fn from(e: rusqlite::Error) -> Self {
+        OpError::Internal(e.into())
+    }
+}
+
+impl From<serde_json::Error> for OpError {
+    fn from(e: serde_json::Error) -> Self {
+        OpError::Internal(e.into())
+    }
+}
+
+pub type OpResult<T> = std::result::Result<T, OpError>;
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        Self::init(conn).with_context(|| format!("cannot prepare database {}", path.display()))
+    }
+
+    /// A private in-memory database, for unit tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store> {
+        // WAL lets readers (sqlite3, backups) work while the coordinator writes; NORMAL sync is
+        // durable across process crashes in WAL mode and keeps commits fast.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back on
+        // drop), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The schema version now in force.
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .lock()
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Appends an entry to the agent event log.
+    pub fn log_event(
+        &self,
+        agent_id: Option<&str>,
+        task_id: Option<&str>,
+        kind: &str,
+        message: &str,
+    ) -> OpResult<()> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "INSERT INTO agent_events (agent_id, task_id, kind, message, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(rusqlite::params![
+            agent_id,
+            task_id,
+            kind,
+            message,
+            crate::time::now_ms()
+        ])?;
+        Ok(())
+    }
+
+    /// Flushes the WAL into the main file; called on orderly shutdown.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.lock()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: i64 = conn
+        .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    let latest = migrations::MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > latest {
+        anyhow::bail!(
+            "database schema version {current} is newer than this build understands ({latest}); upgrade hephaestus"
+        );
+    }
+    for (version, sql) in migrations::MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {version} failed"))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, crate::time::now_ms()],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn json_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_reopen_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+        let mode: String = store
+            .lock()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = store
+            .lock()
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        Store::open(&path)
+            .unwrap()
+            .lock()
+            .execute("INSERT INTO schema_migrations VALUES (99, 0)", [])
+            .unwrap();
+        let err = format!("{:#}", Store::open(&path).err().unwrap());
+        assert!(err.contains("newer than this build"), "{err}");
+    }
+}

@@ -1,0 +1,341 @@
+//! Workflow definitions (synced from the phase folders) and workflow executions with their phases.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{OpError, OpResult, Store, json_list, new_id, tasks::NewTask};
+use crate::phases::{LaunchParameter, WorkflowDefinition};
+use crate::queue::Priority;
+use crate::time::{now_ms, rfc3339};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct WorkflowDefinitionView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Phase names in order.
+    pub phases: Vec<String>,
+    pub has_result: bool,
+    /// What `start_workflow_execution` accepts in `parameters`.
+    pub parameters: Vec<LaunchParameter>,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PhaseView {
+    pub order: i64,
+    pub name: String,
+    pub description: String,
+    pub done_definitions: Vec<String>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct WorkflowView {
+    pub id: String,
+    pub definition_id: String,
+    pub name: String,
+    pub description: String,
+    /// active | paused | completed | failed
+    pub status: String,
+    pub working_directory: Option<String>,
+    pub launch_parameters: BTreeMap<String, String>,
+    pub created_by_agent_id: Option<String>,
+    pub created_at: String,
+    pub phases: Vec<PhaseView>,
+    /// Number of tasks per status.
+    pub task_counts: BTreeMap<String, i64>,
+}
+
+pub struct NewWorkflow<'a> {
+    pub definition_id: &'a str,
+    pub description: &'a str,
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    pub working_directory: Option<String>,
+    pub created_by: Option<String>,
+}
+
+impl Store {
+    /// Replaces the stored definitions with `defs` (executions keep the copy they started with).
+    pub fn sync_definitions(&self, defs: &[WorkflowDefinition]) -> OpResult<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        for d in defs {
+            tx.execute(
+                "INSERT INTO workflow_definitions (id, name, description, source, definition, loaded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET name = ?2, description = ?3, source = ?4, definition = ?5, loaded_at = ?6",
+                params![d.id, d.name, d.description, d.source, serde_json::to_string(d)?, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn workflow_definition(&self, id: &str) -> OpResult<WorkflowDefinition> {
+        let text: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT definition FROM workflow_definitions WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match text {
+            Some(t) => Ok(serde_json::from_str(&t)?),
+            None => {
+                let known: Vec<String> =
+                    self.list_definitions()?.into_iter().map(|d| d.id).collect();
+                Err(OpError::NotFound(format!(
+                    "no workflow definition {id:?}; known: {}",
+                    known.join(", ")
+                )))
+            }
+        }
+    }
+
+    pub fn list_definitions(&self) -> OpResult<Vec<WorkflowDefinitionView>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT definition FROM workflow_definitions ORDER BY id")?;
+        let defs = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        defs.iter()
+            .map(|t| {
+                let d: WorkflowDefinition = serde_json::from_str(t)?;
+                Ok(WorkflowDefinitionView {
+                    phases: d.phases.iter().map(|p| p.name.clone()).collect(),
+                    has_result: d.config.has_result,
+                    parameters: d
+                        .config
+                        .launch_template
+                        .map(|t| t.parameters)
+                        .unwrap_or_default(),
+                    id: d.id,
+                    name: d.name,
+                    description: d.description,
+                    source: d.source,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts an execution of a definition: the workflow row, one row per phase with every
+    /// `{param}` filled in, and the first phase's first task. One transaction.
+    pub fn start_workflow(
+        &self,
+        new: NewWorkflow<'_>,
+    ) -> OpResult<(WorkflowView, super::TaskView)> {
+        if new.description.trim().is_empty() {
+            return Err(OpError::Invalid(
+                "description must not be empty: say what this run is for".into(),
+            ));
+        }
+        let def = self.workflow_definition(new.definition_id)?;
+        let params: HashMap<String, String> =
+            crate::phases::resolve_parameters(&def, &new.parameters).map_err(OpError::Invalid)?;
+        let id = new_id();
+        let now = now_ms();
+        {
+            let mut conn = self.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored_params: BTreeMap<&String, &String> = params.iter().collect();
+            tx.execute(
+                "INSERT INTO workflows (id, definition_id, name, description, status, working_directory,
+                    launch_params, config, created_by_agent_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    id,
+                    def.id,
+                    def.name,
+                    new.description,
+                    new.working_directory,
+                    serde_json::to_string(&stored_params)?,
+                    serde_json::to_string(&def.config)?,
+                    new.created_by,
+                    now
+                ],
+            )?;
+            for phase in &def.phases {
+                let p = phase.substituted(&params);
+                tx.execute(
+                    "INSERT INTO phases (id, workflow_id, phase_order, name, description, done_definitions,
+                        additional_notes, outputs, next_steps, working_directory, cli_tool, cli_model, validation)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    params![
+                        new_id(),
+                        id,
+                        p.order,
+                        p.name,
+                        p.description,
+                        serde_json::to_string(&p.done_definitions)?,
+                        p.additional_notes,
+                        serde_json::to_string(&p.outputs)?,
+                        serde_json::to_string(&p.next_steps)?,
+                        p.working_directory.or_else(|| new.working_directory.clone()),
+                        p.cli_tool,
+                        p.cli_model,
+                        p.validation.map(|v| v.to_string()),
+                    ],
+                )?;
+            }
+            tx.commit()?;
+        }
+        let first = &def.phases[0];
+        let prompt = def
+            .config
+            .launch_template
+            .as_ref()
+            .and_then(|t| t.phase_1_task_prompt.as_deref())
+            .map(|t| crate::phases::substitute(t, &params))
+            .unwrap_or_else(|| {
+                format!(
+                    "{}\n\n{}",
+                    new.description,
+                    first.substituted(&params).description
+                )
+            });
+        let done = first.substituted(&params).done_definitions;
+        let (task, _) = self.create_task(NewTask {
+            description: prompt,
+            done_definition: if done.is_empty() {
+                format!("Phase {} ({}) is complete", first.order, first.name)
+            } else {
+                done.iter()
+                    .map(|d| format!("- {d}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+            priority: Some(Priority::High),
+            phase: Some(first.order),
+            workflow_id: Some(id.clone()),
+            created_by: new.created_by.clone(),
+            ..Default::default()
+        })?;
+        Ok((self.get_workflow(&id)?, task))
+    }
+
+    pub fn get_workflow(&self, id: &str) -> OpResult<WorkflowView> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT id, definition_id, name, description, status, working_directory, launch_params,
+                        created_by_agent_id, created_at FROM workflows WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(WorkflowView {
+                        id: r.get(0)?,
+                        definition_id: r.get(1)?,
+                        name: r.get(2)?,
+                        description: r.get(3)?,
+                        status: r.get(4)?,
+                        working_directory: r.get(5)?,
+                        launch_parameters: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                        created_by_agent_id: r.get(7)?,
+                        created_at: rfc3339(r.get(8)?),
+                        phases: Vec::new(),
+                        task_counts: BTreeMap::new(),
+                    })
+                },
+            )
+            .optional()?;
+        let mut wf = row.ok_or_else(|| {
+            OpError::NotFound(format!(
+                "no workflow with id {id}: use list_workflow_executions"
+            ))
+        })?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT phase_order, name, description, done_definitions, status FROM phases
+             WHERE workflow_id = ?1 ORDER BY phase_order",
+        )?;
+        wf.phases = stmt
+            .query_map(params![id], |r| {
+                Ok(PhaseView {
+                    order: r.get(0)?,
+                    name: r.get(1)?,
+                    description: r.get(2)?,
+                    done_definitions: json_list(&r.get::<_, String>(3)?),
+                    status: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        wf.task_counts = self.task_counts(Some(id))?;
+        Ok(wf)
+    }
+
+    /// Executions, newest first; `status` filters when given.
+    pub fn list_workflows(&self, status: Option<&str>) -> OpResult<Vec<WorkflowView>> {
+        let ids: Vec<String> = {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM workflows WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, rowid DESC",
+            )?;
+            stmt.query_map(params![status], |r| r.get(0))?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        ids.iter().map(|id| self.get_workflow(id)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starting_a_shipped_workflow_creates_phases_and_the_first_task() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .sync_definitions(&crate::phases::shipped().unwrap())
+            .unwrap();
+        let params =
+            serde_json::from_str(r#"{"bug_description": "login crashes on empty password"}"#)
+                .unwrap();
+        let (wf, task) = store
+            .start_workflow(NewWorkflow {
+                definition_id: "bug-fix",
+                description: "fix login",
+                parameters: params,
+                working_directory: None,
+                created_by: None,
+            })
+            .unwrap();
+        assert_eq!(wf.phases.len(), 3);
+        assert_eq!(wf.status, "active");
+        assert_eq!(task.phase, Some(1));
+        assert_eq!(task.priority, Priority::High);
+        assert!(
+            task.description.contains("login crashes on empty password"),
+            "{}",
+            task.description
+        );
+        assert_eq!(wf.task_counts.get("queued"), Some(&1));
+
+        let missing = store
+            .start_workflow(NewWorkflow {
+                definition_id: "bug-fix",
+                description: "x",
+                parameters: Default::default(),
+                working_directory: None,
+                created_by: None,
+            })
+            .unwrap_err();
+        assert!(missing.to_string().contains("bug_description"), "{missing}");
+        let unknown = store
+            .start_workflow(NewWorkflow {
+                definition_id: "nope",
+                description: "x",
+                parameters: Default::default(),
+                working_directory: None,
+                created_by: None,
+            })
+            .unwrap_err();
+        assert!(unknown.to_string().contains("known: bug-fix"), "{unknown}");
+    }
+}
