@@ -1,6 +1,21 @@
+//! Hephaestus: one coordinator that many AI coding agents talk to over MCP.
+//!
+//! The binary (`main.rs`) only parses the command line and calls into these modules; see
+//! ARCHITECTURE.md for the code map and the invariants each module keeps.
+
+pub mod bench;
+pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod logging;
+pub mod mcp;
+pub mod mcp_config;
 pub mod phases;
 pub mod protocol;
 pub mod queue;
+pub mod server;
+pub mod shim;
+pub mod state;
 pub mod store;
 pub mod time;

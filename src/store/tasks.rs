@@ -777,7 +777,7 @@ mod tests {
                             t.id,
                         ));
                     }
-                    expected.sort_by(|a, b| a.0.cmp(&b.0));
+                    expected.sort_by_key(|e| e.0);
                     let agent = store.register_agent("a", None).unwrap().0.id;
                     for (_, id) in expected {
                         let got = store.claim_next(&agent, 100).unwrap().unwrap();

@@ -1,0 +1,591 @@
+//! The command line: argument definitions and what each command prints. Commands other than
+//! `serve`, `shim`, `mcp-config` and `bench` talk to the running coordinator over its socket.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::{Config, Overrides};
+use crate::control::{Client, Request};
+use crate::mcp_config::ClientKind;
+use crate::queue::{Priority, TaskStatus};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hephaestus",
+    version,
+    about = "Coordinate many AI coding agents on one codebase"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Project root (default: nearest dir with hephaestus.toml, .hephaestus/ or .git)
+    #[arg(long, global = true)]
+    pub project: Option<PathBuf>,
+    /// Config file (default: <project>/hephaestus.toml)
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory (default: <project>/.hephaestus)
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Coordinator socket (default: <data-dir>/coordinator.sock)
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator for this project
+    Serve {
+        /// Most agents working at once
+        #[arg(long)]
+        max_concurrent_agents: Option<u32>,
+        /// Log level: error, warn, info, debug, trace
+        #[arg(long)]
+        log_level: Option<String>,
+    },
+    /// MCP stdio server for agent CLIs (forwards to the coordinator)
+    Shim,
+    /// Show workflows, tasks by status and agents
+    Status,
+    /// Create, list, show and assign tasks
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// List and start workflows
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// List and register agents
+    Agents {
+        #[command(subcommand)]
+        command: Option<AgentsCommand>,
+    },
+    /// Print the snippet that registers Hephaestus in an agent CLI
+    McpConfig {
+        #[arg(long, value_enum)]
+        client: ClientKind,
+    },
+    /// Measure latency and throughput through the real shim and socket
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Queue a task
+    Create {
+        /// What to do
+        description: String,
+        /// How to tell it is finished
+        #[arg(long = "done")]
+        done_definition: String,
+        #[arg(long, default_value = "medium", value_parser = parse_priority)]
+        priority: Priority,
+        /// Phase number (needs --workflow)
+        #[arg(long)]
+        phase: Option<i64>,
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Task that must be done first (repeatable)
+        #[arg(long = "depends-on")]
+        depends_on: Vec<String>,
+        /// Idempotency key: a repeated key returns the first task
+        #[arg(long)]
+        key: Option<String>,
+        /// Put it ahead of everything else in the queue
+        #[arg(long)]
+        boost: bool,
+    },
+    /// List tasks
+    List {
+        /// Only these statuses (repeatable)
+        #[arg(long, value_parser = parse_status)]
+        status: Vec<TaskStatus>,
+        #[arg(long)]
+        phase: Option<i64>,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Show one task in full
+    Show { id: String },
+    /// Give a queued task to an agent
+    Assign {
+        task_id: String,
+        #[arg(long)]
+        agent: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// List workflow definitions and executions
+    List,
+    /// Start a workflow execution
+    Start {
+        /// Definition id, e.g. bug-fix
+        definition: String,
+        /// What this run is for
+        #[arg(long)]
+        description: String,
+        /// Launch parameter NAME=VALUE (repeatable)
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        #[arg(long)]
+        working_dir: Option<String>,
+    },
+    /// Show one execution
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List agents
+    List {
+        /// Include terminated agents
+        #[arg(long)]
+        all: bool,
+    },
+    /// Register an agent you run yourself; prints its id and token
+    Register {
+        #[arg(long)]
+        name: String,
+        /// Which CLI it runs (claude, codex, opencode, gemini)
+        #[arg(long)]
+        cli: Option<String>,
+    },
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    s.parse()
+}
+
+fn parse_status(s: &str) -> Result<TaskStatus, String> {
+    s.parse()
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+impl GlobalArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            project: self.project.clone(),
+            config_file: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            socket: self.socket.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs a parsed command line; the caller prints the error chain.
+pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut overrides = cli.global.overrides();
+    if let Command::Serve {
+        max_concurrent_agents,
+        log_level,
+    } = &cli.command
+    {
+        overrides.max_concurrent_agents = *max_concurrent_agents;
+        overrides.log_level = log_level.clone();
+    }
+    let config = Config::load(&cwd, env, &overrides)?;
+    let json = cli.global.json;
+    match cli.command {
+        Command::Serve { .. } => {
+            crate::daemon::serve(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Shim => Ok(crate::shim::run(crate::shim::ShimSettings {
+            socket: config.socket_path,
+            agent_id: env
+                .get("HEPHAESTUS_AGENT_ID")
+                .filter(|s| !s.is_empty())
+                .cloned(),
+            token: env
+                .get("HEPHAESTUS_AGENT_TOKEN")
+                .filter(|s| !s.is_empty())
+                .cloned(),
+        })),
+        Command::McpConfig { client } => {
+            let exe = std::env::current_exe().context("cannot find the hephaestus executable")?;
+            print!(
+                "{}",
+                crate::mcp_config::snippet(client, &exe, &config.socket_path)
+            );
+            eprintln!("# put this in {}", crate::mcp_config::destination(client));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            crate::bench::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let v = call(&config, Request::Status)?;
+            if json {
+                print_json(&v)
+            } else {
+                print_status(&v)
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Task(cmd) => {
+            let (req, kind) = match cmd {
+                TaskCommand::Create {
+                    description,
+                    done_definition,
+                    priority,
+                    phase,
+                    workflow,
+                    depends_on,
+                    key,
+                    boost,
+                } => (
+                    Request::TaskCreate {
+                        description,
+                        done_definition,
+                        priority: Some(priority),
+                        phase,
+                        workflow_id: workflow,
+                        depends_on,
+                        idempotency_key: key,
+                        boost,
+                    },
+                    Shape::Created,
+                ),
+                TaskCommand::List {
+                    status,
+                    phase,
+                    workflow,
+                    limit,
+                } => (
+                    Request::TaskList {
+                        statuses: status,
+                        phase,
+                        workflow_id: workflow,
+                        limit,
+                    },
+                    Shape::TaskList,
+                ),
+                TaskCommand::Show { id } => (Request::TaskShow { id }, Shape::Task),
+                TaskCommand::Assign { task_id, agent } => (
+                    Request::TaskAssign {
+                        task_id,
+                        agent_id: agent,
+                    },
+                    Shape::Task,
+                ),
+            };
+            let v = call(&config, req)?;
+            if json {
+                print_json(&v);
+            } else {
+                match kind {
+                    Shape::Created => {
+                        if v["created"] == Value::Bool(false) {
+                            println!("idempotency key already used; existing task:");
+                        }
+                        print_task(&v["task"]);
+                    }
+                    Shape::TaskList => print_task_list(&v),
+                    Shape::Task => print_task(&v),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Workflow(cmd) => {
+            match cmd {
+                WorkflowCommand::List => {
+                    let defs = call(&config, Request::WorkflowDefinitions)?;
+                    let runs = call(&config, Request::WorkflowList { status: None })?;
+                    if json {
+                        print_json(&serde_json::json!({"definitions": defs, "executions": runs}));
+                    } else {
+                        println!("Definitions:");
+                        for d in defs.as_array().into_iter().flatten() {
+                            let params: Vec<String> = d["parameters"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|p| {
+                                    format!(
+                                        "{}{}",
+                                        s(&p["name"]),
+                                        if p["required"] == true { "*" } else { "" }
+                                    )
+                                })
+                                .collect();
+                            println!(
+                                "  {:<18} {} — {}",
+                                s(&d["id"]),
+                                s(&d["name"]),
+                                params.join(" ")
+                            );
+                        }
+                        println!("Executions:");
+                        print_workflows(&runs);
+                    }
+                }
+                WorkflowCommand::Start {
+                    definition,
+                    description,
+                    params,
+                    working_dir,
+                } => {
+                    let parameters = params
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect();
+                    let v = call(
+                        &config,
+                        Request::WorkflowStart {
+                            definition_id: definition,
+                            description,
+                            parameters,
+                            working_directory: working_dir,
+                        },
+                    )?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        println!(
+                            "started workflow {} ({})",
+                            s(&v["workflow"]["id"]),
+                            s(&v["workflow"]["definition_id"])
+                        );
+                        println!("first task {} queued in phase 1", s(&v["first_task"]["id"]));
+                    }
+                }
+                WorkflowCommand::Show { id } => {
+                    let v = call(&config, Request::WorkflowShow { id })?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        print_workflows(&Value::Array(vec![v.clone()]));
+                        for p in v["phases"].as_array().into_iter().flatten() {
+                            println!(
+                                "  phase {} {} [{}]",
+                                p["order"],
+                                s(&p["name"]),
+                                s(&p["status"])
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agents { command } => {
+            match command.unwrap_or(AgentsCommand::List { all: false }) {
+                AgentsCommand::List { all } => {
+                    let v = call(&config, Request::AgentList { all })?;
+                    if json {
+                        print_json(&v)
+                    } else {
+                        print_agents(&v)
+                    }
+                }
+                AgentsCommand::Register { name, cli } => {
+                    let v = call(
+                        &config,
+                        Request::AgentRegister {
+                            name,
+                            cli_type: cli,
+                        },
+                    )?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        println!("HEPHAESTUS_AGENT_ID={}", s(&v["agent"]["id"]));
+                        println!("HEPHAESTUS_AGENT_TOKEN={}", s(&v["token"]));
+                        println!("HEPHAESTUS_SOCKET={}", config.socket_path.display());
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+enum Shape {
+    Created,
+    TaskList,
+    Task,
+}
+
+fn call(config: &Config, req: Request) -> Result<Value> {
+    Client::connect(&config.socket_path)?.call(&req)
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+fn print_status(v: &Value) {
+    println!(
+        "coordinator pid {} · up {}s · socket {}",
+        v["pid"],
+        v["uptime_seconds"],
+        s(&v["socket"])
+    );
+    let tasks: Vec<String> = v["tasks"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    println!(
+        "tasks: {}",
+        if tasks.is_empty() {
+            "none".to_string()
+        } else {
+            tasks.join(", ")
+        }
+    );
+    println!("active workflows:");
+    print_workflows(&v["workflows"]);
+    let agents = v["agents"].as_array().map(|a| a.len()).unwrap_or(0);
+    println!(
+        "agents ({agents} active, max {} working):",
+        v["max_concurrent_agents"]
+    );
+    print_agents(&v["agents"]);
+}
+
+fn print_workflows(v: &Value) {
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("  (none)");
+    }
+    for w in list {
+        let counts: Vec<String> = w["task_counts"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        println!(
+            "  {} {:<16} [{}] {} — {}",
+            s(&w["id"]),
+            s(&w["definition_id"]),
+            s(&w["status"]),
+            one_line(s(&w["description"]), 40),
+            counts.join(", ")
+        );
+    }
+}
+
+fn print_agents(v: &Value) {
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("  (none)");
+    }
+    for a in list {
+        println!(
+            "  {} {:<24} [{}] task {}",
+            s(&a["id"]),
+            s(&a["name"]),
+            s(&a["status"]),
+            a["current_task_id"].as_str().unwrap_or("-")
+        );
+    }
+}
+
+fn print_task_list(v: &Value) {
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("(no tasks)");
+    }
+    for t in list {
+        println!(
+            "{} {:<11} {:<6} {} {}",
+            s(&t["id"]),
+            s(&t["status"]),
+            s(&t["priority"]),
+            t["phase"]
+                .as_i64()
+                .map(|p| format!("p{p}"))
+                .unwrap_or_else(|| "--".into()),
+            one_line(s(&t["description"]), 60)
+        );
+    }
+}
+
+fn print_task(t: &Value) {
+    println!("task {}", s(&t["id"]));
+    println!("  status:    {}", s(&t["status"]));
+    println!("  priority:  {}", s(&t["priority"]));
+    if let Some(w) = t["workflow_id"].as_str() {
+        println!(
+            "  workflow:  {w} (phase {} {})",
+            t["phase"],
+            t["phase_name"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(a) = t["assigned_agent_id"].as_str() {
+        println!("  agent:     {a}");
+    }
+    let deps = t["depends_on"].as_array().map(|d| d.len()).unwrap_or(0);
+    if deps > 0 {
+        let waiting: Vec<&str> = t["waiting_on"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str())
+            .collect();
+        println!(
+            "  depends:   {deps} task(s); waiting on: {}",
+            if waiting.is_empty() {
+                "none".into()
+            } else {
+                waiting.join(", ")
+            }
+        );
+    }
+    println!("  created:   {}", s(&t["created_at"]));
+    println!(
+        "  description:\n    {}",
+        s(&t["description"]).replace('\n', "\n    ")
+    );
+    println!(
+        "  done when:\n    {}",
+        s(&t["done_definition"]).replace('\n', "\n    ")
+    );
+    if let Some(sum) = t["summary"].as_str() {
+        println!("  summary:   {sum}");
+    }
+    if let Some(r) = t["failure_reason"].as_str() {
+        println!("  failure:   {r}");
+    }
+}

@@ -1,0 +1,280 @@
+//! The control protocol the `hephaestus` CLI speaks to a running coordinator: one JSON request
+//! per line, one JSON response per line, after the handshake. Both ends live here.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::protocol::{Hello, PROTOCOL_VERSION, Role, Welcome};
+use crate::queue::{Priority, TaskStatus};
+use crate::state::Shared;
+use crate::store::{NewTask, NewWorkflow, OpError, TaskFilter};
+
+/// Largest control request accepted, in bytes.
+const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    TaskCreate {
+        description: String,
+        done_definition: String,
+        #[serde(default)]
+        priority: Option<Priority>,
+        #[serde(default)]
+        phase: Option<i64>,
+        #[serde(default)]
+        workflow_id: Option<String>,
+        #[serde(default)]
+        depends_on: Vec<String>,
+        #[serde(default)]
+        idempotency_key: Option<String>,
+        #[serde(default)]
+        boost: bool,
+    },
+    TaskList {
+        #[serde(default)]
+        statuses: Vec<TaskStatus>,
+        #[serde(default)]
+        phase: Option<i64>,
+        #[serde(default)]
+        workflow_id: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    TaskShow {
+        id: String,
+    },
+    /// Hands a queued task to an agent (the same atomic claim the agent manager uses).
+    TaskAssign {
+        task_id: String,
+        agent_id: String,
+    },
+    WorkflowDefinitions,
+    WorkflowList {
+        #[serde(default)]
+        status: Option<String>,
+    },
+    WorkflowStart {
+        definition_id: String,
+        description: String,
+        #[serde(default)]
+        parameters: serde_json::Map<String, Value>,
+        #[serde(default)]
+        working_directory: Option<String>,
+    },
+    WorkflowShow {
+        id: String,
+    },
+    AgentList {
+        #[serde(default)]
+        all: bool,
+    },
+    /// Registers an agent that runs outside the agent manager; returns its id and token.
+    AgentRegister {
+        name: String,
+        #[serde(default)]
+        cli_type: Option<String>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Response {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Coordinator side: answers requests until the client hangs up.
+pub async fn serve<R, W>(mut read: R, mut write: W, state: Shared) -> Result<()>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut read)
+            .take(MAX_REQUEST_BYTES)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let response = match serde_json::from_slice::<Request>(&line) {
+            Ok(req) => match execute(&state, req) {
+                Ok(data) => Response {
+                    ok: true,
+                    data: Some(data),
+                    error: None,
+                },
+                Err(e) => Response {
+                    ok: false,
+                    data: None,
+                    error: Some(e.to_string()),
+                },
+            },
+            Err(e) => Response {
+                ok: false,
+                data: None,
+                error: Some(format!("invalid control request: {e}")),
+            },
+        };
+        let mut bytes = serde_json::to_vec(&response)?;
+        bytes.push(b'\n');
+        write.write_all(&bytes).await?;
+        if !line.ends_with(b"\n") {
+            return Ok(());
+        }
+    }
+}
+
+fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
+    let store = &state.store;
+    Ok(match req {
+        Request::Status => json!({
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": state.started.elapsed().as_secs(),
+            "data_dir": state.config.data_dir,
+            "socket": state.config.socket_path,
+            "max_concurrent_agents": state.config.max_concurrent_agents,
+            "tasks": store.task_counts(None)?,
+            "workflows": store.list_workflows(Some("active"))?,
+            "agents": store.list_agents(false)?,
+        }),
+        Request::TaskCreate {
+            description,
+            done_definition,
+            priority,
+            phase,
+            workflow_id,
+            depends_on,
+            idempotency_key,
+            boost,
+        } => {
+            let (task, created) = store.create_task(NewTask {
+                description,
+                done_definition,
+                priority,
+                phase,
+                workflow_id,
+                depends_on,
+                idempotency_key,
+                created_by: None,
+                boosted: boost,
+            })?;
+            json!({"task": task, "created": created})
+        }
+        Request::TaskList {
+            statuses,
+            phase,
+            workflow_id,
+            limit,
+        } => {
+            json!(store.list_tasks(&TaskFilter {
+                statuses,
+                phase,
+                workflow_id,
+                assigned_agent_id: None,
+                limit
+            })?)
+        }
+        Request::TaskShow { id } => json!(store.get_task(&id)?),
+        Request::TaskAssign { task_id, agent_id } => {
+            json!(store.claim_task(&task_id, &agent_id, state.config.max_concurrent_agents)?)
+        }
+        Request::WorkflowDefinitions => json!(store.list_definitions()?),
+        Request::WorkflowList { status } => json!(store.list_workflows(status.as_deref())?),
+        Request::WorkflowStart {
+            definition_id,
+            description,
+            parameters,
+            working_directory,
+        } => {
+            let (workflow, first_task) = store.start_workflow(NewWorkflow {
+                definition_id: &definition_id,
+                description: &description,
+                parameters,
+                working_directory,
+                created_by: None,
+            })?;
+            json!({"workflow": workflow, "first_task": first_task})
+        }
+        Request::WorkflowShow { id } => json!(store.get_workflow(&id)?),
+        Request::AgentList { all } => json!(store.list_agents(all)?),
+        Request::AgentRegister { name, cli_type } => {
+            let (agent, token) = store.register_agent(&name, cli_type.as_deref())?;
+            json!({"agent": agent, "token": token})
+        }
+    })
+}
+
+/// A blocking control connection, for the CLI.
+pub struct Client {
+    read: BufReader<StdUnixStream>,
+    write: StdUnixStream,
+}
+
+impl Client {
+    pub fn connect(socket: &Path) -> Result<Client> {
+        let stream = StdUnixStream::connect(socket).map_err(|e| {
+            anyhow!(
+                "cannot reach the coordinator at {}: {e}; start it with `hephaestus serve`",
+                socket.display()
+            )
+        })?;
+        let mut write = stream.try_clone()?;
+        let hello = Hello {
+            hephaestus: PROTOCOL_VERSION,
+            role: Role::Control,
+            agent_id: None,
+            token: None,
+            pid: std::process::id(),
+        };
+        write.write_all(&hello.line())?;
+        let mut read = BufReader::new(stream);
+        let mut line = String::new();
+        read.read_line(&mut line)
+            .context("coordinator closed the connection during the handshake")?;
+        let welcome: Welcome = serde_json::from_str(&line)
+            .context("unexpected handshake answer from the coordinator")?;
+        if !welcome.ok {
+            bail!(
+                "coordinator refused the connection: {}",
+                welcome.error.unwrap_or_default()
+            );
+        }
+        Ok(Client { read, write })
+    }
+
+    pub fn call(&mut self, req: &Request) -> Result<Value> {
+        let mut bytes = serde_json::to_vec(req)?;
+        bytes.push(b'\n');
+        self.write
+            .write_all(&bytes)
+            .context("cannot send request to the coordinator")?;
+        let mut line = String::new();
+        if self.read.read_line(&mut line)? == 0 {
+            bail!("coordinator closed the connection before answering");
+        }
+        let resp: Response =
+            serde_json::from_str(&line).context("unreadable answer from the coordinator")?;
+        if resp.ok {
+            Ok(resp.data.unwrap_or(Value::Null))
+        } else {
+            Err(anyhow!(
+                resp.error.unwrap_or_else(|| "unknown error".into())
+            ))
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `hephaestus serve`: owns the process-level resources (pidfile lock, socket file, signals, the
+//! database) and hands them to [`crate::server::run`]. The only module that listens for signals.
+//!
+//! Shutdown order: stop accepting, let in-flight calls finish, checkpoint and close the database,
+//! remove the socket, release the pidfile.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// Runs the coordinator until SIGINT or SIGTERM.
+pub fn serve(config: Config) -> Result<()> {
+    create_private_dir(&config.data_dir)?;
+    let _log_guard = crate::logging::init_coordinator(&config.logs_dir(), &config.log_level)?;
+    let pidfile = Pidfile::acquire(&config.pidfile_path())?;
+
+    if let Some(note) = &config.socket_note {
+        tracing::warn!("{note}");
+    }
+    let store = Store::open(&config.db_path())?;
+    let workflows = crate::phases::load_all(&config.workflows_dir)?;
+    store
+        .sync_definitions(&workflows)
+        .map_err(|e| anyhow::anyhow!("cannot store workflow definitions: {e}"))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = bind_socket(&config.socket_path)?;
+        tracing::info!(
+            socket = %config.socket_path.display(),
+            db = %config.db_path().display(),
+            workflows = workflows.len(),
+            pid = std::process::id(),
+            "coordinator listening"
+        );
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+            signals.cancel();
+        });
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            config: config.clone(),
+            started: Instant::now(),
+        });
+        let result = crate::server::run(listener, state, shutdown).await;
+        if let Err(e) = store.checkpoint() {
+            tracing::warn!("database checkpoint failed: {e:#}");
+        }
+        let _ = std::fs::remove_file(&config.socket_path);
+        result
+    })?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(pidfile);
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Binds the socket with mode 0600. The caller holds the pidfile lock, so a socket file already
+/// there is left from a crash and safe to remove.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    if path.exists() {
+        tracing::info!(socket = %path.display(), "removing stale socket");
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    // The umask makes the socket 0600 from its first instant, with no window for other users.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// An exclusive `flock` on `coordinator.pid`: one coordinator per data dir. The kernel releases
+/// the lock when the process dies, so a crash never leaves the data dir locked.
+pub struct Pidfile {
+    file: File,
+    path: PathBuf,
+}
+
+impl Pidfile {
+    pub fn acquire(path: &Path) -> Result<Pidfile> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open pidfile {}", path.display()))?;
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !locked {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            bail!(
+                "another coordinator (pid {}) is already running for data dir {}",
+                pid.trim(),
+                path.parent().unwrap_or(path).display()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(Pidfile {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Pidfile {
+    fn drop(&mut self) {
+        // The file stays (removing it would let a racing coordinator lock an unlinked inode);
+        // an empty pidfile means no coordinator runs.
+        let _ = self.file.set_len(0);
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        tracing::debug!(pidfile = %self.path.display(), "pidfile released");
+    }
+}

@@ -1,0 +1,213 @@
+//! The MCP server the coordinator runs for each shim connection, built on rmcp.
+//!
+//! One [`McpSession`] per connection knows who is calling, so tools never take an agent id.
+//! Tools live one group per file (`tasks`, `workflows`, `status`); their parameter structs and
+//! `///` docs are the agents' contract. A failure the agent can act on is a tool result with
+//! `isError: true`; bad parameters are JSON-RPC -32602 (rmcp answers those).
+
+mod status;
+mod tasks;
+pub mod transport;
+mod workflows;
+
+use std::sync::{LazyLock, Mutex};
+use std::time::Instant;
+
+use rmcp::handler::server::tool::{ToolCallContext, ToolRouter};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InitializeRequestParams,
+    InitializeResult,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool_handler};
+use serde::Serialize;
+
+use crate::state::Shared;
+use crate::store::{AgentKind, AgentView, OpError};
+
+/// Who is on the other end of one connection.
+pub struct McpSession {
+    state: Shared,
+    /// Set at the handshake for managed agents, at `initialize` for external ones.
+    agent_id: Mutex<Option<String>>,
+    /// The shim's pid, from the handshake; tells reconnects of one external client apart.
+    peer_pid: u32,
+}
+
+impl McpSession {
+    pub fn new(state: Shared, agent_id: Option<String>, peer_pid: u32) -> Self {
+        McpSession {
+            state,
+            agent_id: Mutex::new(agent_id),
+            peer_pid,
+        }
+    }
+
+    /// The calling agent's id; `None` before an external client has sent `initialize`.
+    pub fn agent_id(&self) -> Option<String> {
+        self.agent_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn caller(&self) -> Result<String, CallToolResult> {
+        self.agent_id().ok_or_else(|| {
+            tool_error("this connection has no agent yet: send initialize before calling tools")
+        })
+    }
+
+    fn caller_agent(&self) -> Result<AgentView, CallToolResult> {
+        let id = self.caller()?;
+        self.state.store.get_agent(&id).map_err(refusal)
+    }
+}
+
+static ROUTER: LazyLock<ToolRouter<McpSession>> = LazyLock::new(|| {
+    McpSession::task_tools() + McpSession::workflow_tools() + McpSession::status_tools()
+});
+
+/// The tool router, built once for all connections.
+pub fn router() -> &'static ToolRouter<McpSession> {
+    &ROUTER
+}
+
+/// The tools as `tools/list` shows them (for snapshot tests and docs).
+pub fn tool_list() -> Vec<rmcp::model::Tool> {
+    router().list_all()
+}
+
+#[tool_handler(
+    router = router(),
+    name = "hephaestus",
+    instructions = "Hephaestus coordinates the agents working on this codebase. Use get_task to read your task, update_task_status when you finish (done with a summary, or failed with a reason), and create_task to queue follow-up work for other agents."
+)]
+impl ServerHandler for McpSession {
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        if self.agent_id().is_none() {
+            // A person's own agent CLI: give the connection an identity named after the client.
+            let name = request.client_info.name.trim();
+            let name = if name.is_empty() {
+                "unknown-client"
+            } else {
+                name
+            };
+            let agent = self
+                .state
+                .store
+                .register_external_agent(name, self.peer_pid)
+                .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+            tracing::info!(agent = %agent.id, client = name, "external agent connected");
+            *self.agent_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(agent.id);
+        }
+        self.negotiate_initialize(&request)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let started = Instant::now();
+        let tool = request.name.clone();
+        let result = router()
+            .call(ToolCallContext::new(self, request, context))
+            .await;
+        let result = arguments_error_as_invalid_params(result);
+        let outcome = match &result {
+            Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "tool_error",
+            Ok(_) => "ok",
+            Err(_) => "rpc_error",
+        };
+        tracing::debug!(
+            agent = self.agent_id().as_deref().unwrap_or("-"),
+            tool = %tool,
+            micros = started.elapsed().as_micros() as u64,
+            outcome,
+            "tool call"
+        );
+        result
+    }
+}
+
+/// rmcp reports arguments that do not fit a tool's schema as an `isError` result; the contract
+/// here is JSON-RPC -32602 naming the field, so the client sees a protocol fault for a malformed
+/// call and a tool error only for refusals the agent can act on. rmcp (pinned) marks these
+/// results with a fixed prefix; a test in tests/mcp_protocol.rs catches any change.
+fn arguments_error_as_invalid_params(
+    result: Result<CallToolResponse, McpError>,
+) -> Result<CallToolResponse, McpError> {
+    const PREFIX: &str = "failed to deserialize parameters: ";
+    if let Ok(CallToolResponse::Complete(r)) = &result
+        && r.is_error == Some(true)
+        && r.structured_content.is_none()
+        && let [block] = r.content.as_slice()
+        && let Some(text) = block.as_text()
+        && let Some(detail) = text.text.strip_prefix(PREFIX)
+    {
+        return Err(McpError::invalid_params(
+            format!("invalid arguments: {detail}"),
+            None,
+        ));
+    }
+    result
+}
+
+/// Terminates an external agent whose client went away for good.
+pub fn on_disconnect(state: &Shared, session_agent: Option<String>) {
+    if let Some(id) = session_agent
+        && let Ok(agent) = state.store.get_agent(&id)
+        && agent.kind == AgentKind::External
+    {
+        let _ = state.store.terminate_agent(&id);
+    }
+}
+
+/// A successful result: a short text for the model plus the structured value.
+fn reply<T: Serialize>(text: impl Into<String>, value: &T) -> Result<CallToolResult, McpError> {
+    let value = serde_json::to_value(value)
+        .map_err(|e| McpError::internal_error(format!("cannot encode result: {e}"), None))?;
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text.into())]);
+    result.structured_content = Some(value);
+    Ok(result)
+}
+
+fn tool_error(message: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+/// A store refusal as a result the agent can read and act on.
+fn refusal(e: OpError) -> CallToolResult {
+    match e {
+        OpError::Internal(err) => {
+            tracing::error!("internal error in tool call: {err:#}");
+            tool_error(format!("internal coordinator error, retry shortly: {err}"))
+        }
+        other => tool_error(other.to_string()),
+    }
+}
+
+/// Unwraps an operation or returns its refusal as the tool's result.
+macro_rules! attempt {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(refused) => return Ok(refused),
+        }
+    };
+}
+pub(crate) use attempt;
+
+fn first_line(s: &str, max: usize) -> String {
+    let line = s.lines().next().unwrap_or("");
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}

@@ -1,0 +1,203 @@
+//! The coordinator's process lifecycle and the shim's connection handling.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{Coordinator, RawShim, command, project};
+use serde_json::json;
+
+#[test]
+fn a_second_coordinator_on_the_same_data_dir_is_refused() {
+    let dir = project();
+    let _first = Coordinator::start(dir.path());
+    let out = command(dir.path()).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already running"), "{err}");
+}
+
+#[test]
+fn socket_is_private_stale_sockets_are_replaced_and_sigterm_cleans_up() {
+    let dir = project();
+    let data = dir.path().join(".hephaestus");
+    std::fs::create_dir_all(&data).unwrap();
+    // Left behind by a crash: a socket file with nobody listening.
+    let stale = std::os::unix::net::UnixListener::bind(data.join("coordinator.sock")).unwrap();
+    drop(stale);
+    let mut coord = Coordinator::start(dir.path());
+    let mode = std::fs::metadata(&coord.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let pid_text = std::fs::read_to_string(data.join("coordinator.pid")).unwrap();
+    assert_eq!(pid_text.trim(), coord.pid().to_string());
+
+    let status = coord.stop();
+    assert!(
+        status.success(),
+        "orderly exit: {status}: {}",
+        coord.stderr()
+    );
+    assert!(!coord.socket.exists(), "socket removed on shutdown");
+    let log = std::fs::read_to_string(data.join("logs/coordinator.log")).unwrap();
+    assert!(log.contains("SIGTERM"), "{log}");
+    // The database is intact and reopens.
+    let again = Coordinator::start(dir.path());
+    assert_eq!(again.cli(&["status"])["tasks"], json!({}));
+}
+
+#[test]
+fn the_shim_says_when_no_coordinator_runs() {
+    let dir = project();
+    let socket = dir.path().join(".hephaestus/coordinator.sock");
+    let out = command(dir.path())
+        .arg("shim")
+        .env("HEPHAESTUS_SOCKET", &socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&socket.display().to_string()), "{err}");
+    assert!(err.contains("hephaestus serve"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: it belongs to the protocol"
+    );
+}
+
+#[test]
+fn wrong_token_and_unknown_agent_are_refused_with_a_clear_message() {
+    let dir = project();
+    let coord = Coordinator::start(dir.path());
+    let (id, _token) = coord.register_agent("worker");
+    for (agent, token, expect) in [
+        (id.as_str(), "wrong-token", "wrong or missing token"),
+        (
+            "00000000-0000-0000-0000-000000000000",
+            "x",
+            "unknown agent id",
+        ),
+    ] {
+        let mut shim = RawShim::spawn(&coord, Some((agent, token)));
+        let status = shim
+            .wait_exit(Duration::from_secs(5))
+            .expect("refused shim exits");
+        assert_eq!(status.code(), Some(2));
+        let err = shim.stderr_text();
+        assert!(err.contains(expect), "{err}");
+    }
+}
+
+#[test]
+fn the_shim_finds_the_socket_from_the_project_config() {
+    let dir = project();
+    let coord = Coordinator::start(dir.path());
+    // No HEPHAESTUS_SOCKET: run from a subdirectory of the project, as an agent CLI would.
+    let sub = dir.path().join("src/deep");
+    std::fs::create_dir_all(&sub).unwrap();
+    let mut cmd = command(&sub);
+    cmd.arg("shim");
+    let mut shim = RawShim::spawn_command(cmd);
+    let init = shim.initialize("discovery-test");
+    assert_eq!(init["result"]["serverInfo"]["name"], "hephaestus", "{init}");
+    drop(coord);
+}
+
+#[test]
+fn a_data_dir_too_long_for_a_socket_path_moves_the_socket_and_says_so() {
+    let base = project();
+    let long = base.path().join("p".repeat(60)).join("q".repeat(60));
+    std::fs::create_dir_all(long.join(".hephaestus")).unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    // The shim and the coordinator compute the same fallback path independently.
+    let mut serve = command(&long);
+    serve.env("XDG_RUNTIME_DIR", runtime.path()).arg("serve");
+    let child = serve.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let socket = loop {
+        let found = std::fs::read_dir(runtime.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".sock"));
+        if let Some(e) = found
+            && std::os::unix::net::UnixStream::connect(e.path()).is_ok()
+        {
+            break e.path();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no socket in the runtime dir"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(socket.as_os_str().len() <= 107);
+    let mut cmd = command(&long);
+    cmd.env("XDG_RUNTIME_DIR", runtime.path()).arg("shim");
+    let mut shim = RawShim::spawn_command(cmd);
+    assert_eq!(
+        shim.initialize("long-path")["result"]["serverInfo"]["name"],
+        "hephaestus"
+    );
+    drop(shim);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("107-byte"), "the move is reported: {err}");
+}
+
+#[test]
+fn coordinator_restart_under_a_live_shim_is_invisible_except_for_in_flight_requests() {
+    let dir = project();
+    let mut coord = Coordinator::start(dir.path());
+    let task = coord.create_task("survive a restart");
+    let mut shim = RawShim::spawn(&coord, None);
+    shim.initialize("restart-test");
+    assert_eq!(
+        shim.tool_ok("get_task", json!({"task_id": task}))["id"],
+        json!(task)
+    );
+
+    // Freeze the coordinator so a request is surely in flight, then kill it.
+    coord.signal(libc::SIGSTOP);
+    // Signal delivery is asynchronous: wait until the kernel reports the process stopped.
+    let status_file = format!("/proc/{}/status", coord.pid());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&status_file)
+        .unwrap_or_default()
+        .contains("(stopped)")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "coordinator did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    shim.send(
+        &json!({"jsonrpc": "2.0", "id": "lost-1", "method": "tools/call",
+        "params": {"name": "get_task", "arguments": {"task_id": task}}}),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    coord.signal(libc::SIGKILL);
+    let _ = coord.child.wait();
+    let lost = shim.response_to(&json!("lost-1"));
+    assert_eq!(lost["error"]["code"], -32000, "{lost}");
+    assert!(
+        lost["error"]["message"].as_str().unwrap().contains("retry"),
+        "{lost}"
+    );
+
+    // A new coordinator on the same data dir (the socket file is stale now).
+    let _coord2 = Coordinator::start(dir.path());
+    // The shim reconnects by itself; the client simply goes on, and never sees a second
+    // initialize answer.
+    let again = shim.tool_ok("get_task", json!({"task_id": task}));
+    assert_eq!(again["description"], "survive a restart");
+    assert!(
+        shim.recv_within(Duration::from_millis(300)).is_none(),
+        "no stray messages"
+    );
+}
