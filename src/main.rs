@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The shim is launched for every agent and sits on every tool call's path: it skips
+    // argument parsing, logging set-up and (when the socket is given) config discovery.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "shim") && std::env::args_os().len() == 2 {
+        return hephaestus::shim::main();
+    }
     let env = hephaestus::config::env_snapshot();
     let cli = hephaestus::cli::Cli::parse();
     if !matches!(cli.command, hephaestus::cli::Command::Serve { .. }) {

@@ -125,6 +125,37 @@ fn connect(settings: &ShimSettings) -> Result<(UnixStream, BufReader<UnixStream>
     Ok((write, read))
 }
 
+/// Entry point for `hephaestus shim`: settings from the environment, the socket from
+/// `HEPHAESTUS_SOCKET` or else from the configuration of the current directory.
+pub fn main() -> ExitCode {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let socket = match var("HEPHAESTUS_SOCKET") {
+        Some(s) => PathBuf::from(s),
+        None => {
+            let cwd = match std::env::current_dir() {
+                Ok(d) => d,
+                Err(e) => {
+                    say(&format!("cannot read the current directory: {e}"));
+                    return ExitCode::from(1);
+                }
+            };
+            let env = crate::config::env_snapshot();
+            match crate::config::Config::load(&cwd, &env, &Default::default()) {
+                Ok(c) => c.socket_path,
+                Err(e) => {
+                    say(&format!("{e:#}"));
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    run(ShimSettings {
+        socket,
+        agent_id: var("HEPHAESTUS_AGENT_ID"),
+        token: var("HEPHAESTUS_AGENT_TOKEN"),
+    })
+}
+
 /// Runs the shim until the client closes stdin (exit 0) or the coordinator cannot be reached.
 pub fn run(settings: ShimSettings) -> ExitCode {
     let (writer, reader) = match connect(&settings) {

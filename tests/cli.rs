@@ -1,0 +1,176 @@
+//! The people-facing CLI against a running coordinator, and `mcp-config` for each agent CLI.
+
+mod common;
+
+use common::{Coordinator, command, project};
+use serde_json::Value;
+
+fn text(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn tasks_and_workflows_from_the_command_line() {
+    let dir = project();
+    let coord = Coordinator::start(dir.path());
+    let run = |args: &[&str]| text(command(dir.path()).args(args).output().unwrap());
+
+    let created = coord.cli(&[
+        "task",
+        "create",
+        "write the changelog",
+        "--done",
+        "CHANGELOG.md updated",
+        "--priority",
+        "high",
+        "--key",
+        "changelog",
+    ]);
+    let id = created["task"]["id"].as_str().unwrap().to_string();
+    assert_eq!(created["created"], true);
+    let repeat = run(&[
+        "task",
+        "create",
+        "write the changelog",
+        "--done",
+        "x",
+        "--key",
+        "changelog",
+    ]);
+    assert!(
+        repeat.contains("idempotency key already used") && repeat.contains(&id),
+        "{repeat}"
+    );
+
+    let listed = run(&["task", "list"]);
+    assert!(
+        listed.contains(&id) && listed.contains("queued") && listed.contains("high"),
+        "{listed}"
+    );
+    let shown = run(&["task", "show", &id]);
+    assert!(
+        shown.contains("CHANGELOG.md updated") && shown.contains("status:    queued"),
+        "{shown}"
+    );
+    assert_eq!(
+        coord.cli(&["task", "list", "--status", "done"]),
+        Value::Array(vec![])
+    );
+
+    let bad = command(dir.path())
+        .args(["task", "create", "x", "--done", "y", "--priority", "urgent"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use low, medium or high"));
+
+    let workflows = run(&["workflow", "list"]);
+    assert!(
+        workflows.contains("bug-fix") && workflows.contains("bug_description*"),
+        "{workflows}"
+    );
+    let started = run(&[
+        "workflow",
+        "start",
+        "feature-dev",
+        "--description",
+        "dark mode",
+        "--param",
+        "feature_description=add a dark theme",
+    ]);
+    assert!(started.contains("started workflow"), "{started}");
+    let missing = command(dir.path())
+        .args(["workflow", "start", "feature-dev", "--description", "x"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("feature_description"));
+
+    let status = run(&["status"]);
+    assert!(
+        status.contains("feature-dev") && status.contains("2 queued"),
+        "{status}"
+    );
+    let agents = run(&["agents"]);
+    assert!(agents.contains("(none)"), "{agents}");
+}
+
+#[test]
+fn commands_say_when_no_coordinator_runs() {
+    let dir = project();
+    let out = command(dir.path()).args(["status"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the coordinator") && err.contains("hephaestus serve"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mcp_config_prints_each_clients_own_format() {
+    let dir = project();
+    let socket = dir
+        .path()
+        .join(".hephaestus/coordinator.sock")
+        .display()
+        .to_string();
+    let snippet = |client: &str| {
+        text(
+            command(dir.path())
+                .args(["mcp-config", "--client", client])
+                .output()
+                .unwrap(),
+        )
+    };
+
+    let claude: Value = serde_json::from_str(&snippet("claude")).unwrap();
+    assert_eq!(claude["mcpServers"]["hephaestus"]["args"][0], "shim");
+    assert_eq!(
+        claude["mcpServers"]["hephaestus"]["env"]["HEPHAESTUS_SOCKET"],
+        socket.as_str()
+    );
+    let gemini: Value = serde_json::from_str(&snippet("gemini")).unwrap();
+    assert_eq!(gemini["mcpServers"]["hephaestus"]["trust"], true);
+    let opencode: Value = serde_json::from_str(&snippet("opencode")).unwrap();
+    assert_eq!(opencode["mcp"]["hephaestus"]["type"], "local");
+    let codex: toml::Table = toml::from_str(&snippet("codex")).unwrap();
+    assert_eq!(
+        codex["mcp_servers"]["hephaestus"]["env"]["HEPHAESTUS_SOCKET"].as_str(),
+        Some(socket.as_str())
+    );
+    let command_path = claude["mcpServers"]["hephaestus"]["command"]
+        .as_str()
+        .unwrap();
+    assert!(
+        std::path::Path::new(command_path).is_file(),
+        "the command is the real binary: {command_path}"
+    );
+}
+
+#[test]
+fn config_file_and_environment_reach_the_coordinator() {
+    let dir = project();
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        "max_concurrent_agents = 2\n",
+    )
+    .unwrap();
+    let coord = Coordinator::start(dir.path());
+    assert_eq!(coord.cli(&["status"])["max_concurrent_agents"], 2);
+    drop(coord);
+
+    std::fs::write(dir.path().join("hephaestus.toml"), "max_agents = 2\n").unwrap();
+    let out = command(dir.path()).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hephaestus.toml") && err.contains("max_agents"),
+        "{err}"
+    );
+}
