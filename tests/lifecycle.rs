@@ -201,3 +201,34 @@ fn coordinator_restart_under_a_live_shim_is_invisible_except_for_in_flight_reque
         "no stray messages"
     );
 }
+
+/// The socket is 0600, and behind it the coordinator checks the peer's uid: even if the file's
+/// mode is loosened, another user is refused. Needs root to act as another user.
+#[test]
+fn another_user_is_refused_even_through_a_loosened_socket() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to connect as another user");
+        return;
+    }
+    let dir = project();
+    let coord = Coordinator::start(dir.path());
+    for p in [dir.path().to_path_buf(), dir.path().join(".hephaestus")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&coord.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // Our own CLI as the other user's client.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::bin())
+        .arg("--socket")
+        .arg(&coord.socket)
+        .arg("status")
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "another user must be refused");
+    assert!(err.contains("only accepts its own user"), "{err}");
+    // The same request from our own uid is accepted.
+    assert!(coord.cli(&["status"])["pid"].is_number());
+}
