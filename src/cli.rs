@@ -13,6 +13,7 @@ use crate::config::{Config, Overrides};
 use crate::control::{Client, Request};
 use crate::mcp_config::ClientKind;
 use crate::queue::{Priority, TaskStatus};
+use crate::text::first_line;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -443,15 +444,6 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn one_line(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or("");
-    if line.chars().count() > max {
-        format!("{}…", line.chars().take(max).collect::<String>())
-    } else {
-        line.to_string()
-    }
-}
-
 fn print_status(v: &Value) {
     println!(
         "coordinator pid {} · up {}s · socket {}",
@@ -500,7 +492,7 @@ fn print_workflows(v: &Value) {
             s(&w["id"]),
             s(&w["definition_id"]),
             s(&w["status"]),
-            one_line(s(&w["description"]), 40),
+            first_line(s(&w["description"]), 40),
             counts.join(", ")
         );
     }
@@ -537,7 +529,7 @@ fn print_task_list(v: &Value) {
                 .as_i64()
                 .map(|p| format!("p{p}"))
                 .unwrap_or_else(|| "--".into()),
-            one_line(s(&t["description"]), 60)
+            first_line(s(&t["description"]), 60)
         );
     }
 }

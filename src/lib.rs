@@ -18,4 +18,5 @@ pub mod server;
 pub mod shim;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod time;

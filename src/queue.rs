@@ -257,40 +257,12 @@ impl DependencyGraph {
         None
     }
 
-    /// True when the graph has no cycle (an invariant `add` keeps).
+    /// True when the graph has no cycle (an invariant `add` keeps): no task reaches itself.
     pub fn is_acyclic(&self) -> bool {
-        // Kahn's algorithm over the reversed edges.
-        let mut indegree: HashMap<&str, usize> = HashMap::new();
-        for (task, deps) in &self.edges {
-            indegree.entry(task).or_default();
-            for d in deps {
-                *indegree.entry(d).or_default() += 0;
-                *indegree.get_mut(task.as_str()).unwrap() += 1;
-            }
-        }
-        let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
-        for (task, deps) in &self.edges {
-            for d in deps {
-                dependents.entry(d).or_default().push(task);
-            }
-        }
-        let mut ready: Vec<&str> = indegree
-            .iter()
-            .filter(|(_, n)| **n == 0)
-            .map(|(k, _)| *k)
-            .collect();
-        let mut visited = 0;
-        while let Some(n) = ready.pop() {
-            visited += 1;
-            for t in dependents.get(n).into_iter().flatten() {
-                let e = indegree.get_mut(t).unwrap();
-                *e -= 1;
-                if *e == 0 {
-                    ready.push(t);
-                }
-            }
-        }
-        visited == indegree.len()
+        self.edges.keys().all(|task| {
+            self.dependencies_of(task)
+                .all(|dep| self.path(dep, task).is_none())
+        })
     }
 }
 

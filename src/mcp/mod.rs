@@ -202,12 +202,3 @@ macro_rules! attempt {
     };
 }
 pub(crate) use attempt;
-
-fn first_line(s: &str, max: usize) -> String {
-    let line = s.lines().next().unwrap_or("");
-    if line.chars().count() > max {
-        format!("{}…", line.chars().take(max).collect::<String>())
-    } else {
-        line.to_string()
-    }
-}

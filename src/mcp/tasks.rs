@@ -7,9 +7,10 @@ use rmcp::{ErrorData as McpError, tool, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{McpSession, attempt, first_line, refusal, reply, tool_error};
+use super::{McpSession, attempt, refusal, reply, tool_error};
 use crate::queue::{Priority, TaskStatus};
 use crate::store::{NewTask, StatusUpdate, TaskFilter, TaskView};
+use crate::text::first_line;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CreateTaskParams {

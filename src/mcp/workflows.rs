@@ -75,7 +75,7 @@ fn describe(w: &WorkflowView) -> String {
         w.id,
         w.definition_id,
         w.status,
-        super::first_line(&w.description, 60),
+        crate::text::first_line(&w.description, 60),
         if counts.is_empty() {
             "none".to_string()
         } else {
