@@ -75,6 +75,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Query-planner stability: without it, the bundled SQLite (built with STAT4) re-prepares
+        // a cached statement whenever a bound value might change its plan, which profiling showed
+        // was most of the CPU of a get_task call. Our queries are point lookups on indexes.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         migrate(&mut conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
