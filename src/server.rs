@@ -66,13 +66,6 @@ async fn handle(
 ) -> Result<()> {
     let cred = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
-    if cred.uid() != my_uid {
-        tracing::warn!(uid = cred.uid(), "rejected a connection from another user");
-        let msg =
-            format!("connection refused: the coordinator only accepts its own user (uid {my_uid})");
-        write.write_all(&Welcome::reject(msg).line()).await?;
-        return Ok(());
-    }
     let mut read = BufReader::new(read);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut read)).await {
         Ok(Ok(h)) => h,
@@ -82,6 +75,15 @@ async fn handle(
         }
         Err(_) => return Ok(()),
     };
+    // Checked after the handshake line is read, so the refusal reaches a client that is still
+    // writing (closing first would hand it a broken pipe instead of the reason).
+    if cred.uid() != my_uid {
+        tracing::warn!(uid = cred.uid(), "rejected a connection from another user");
+        let msg =
+            format!("connection refused: the coordinator only accepts its own user (uid {my_uid})");
+        write.write_all(&Welcome::reject(msg).line()).await?;
+        return Ok(());
+    }
     if hello.hephaestus != PROTOCOL_VERSION {
         let msg = format!(
             "protocol version {} is not supported: this coordinator speaks version {PROTOCOL_VERSION}; run the same hephaestus binary for the shim and the coordinator",

@@ -232,3 +232,32 @@ fn another_user_is_refused_even_through_a_loosened_socket() {
     // The same request from our own uid is accepted.
     assert!(coord.cli(&["status"])["pid"].is_number());
 }
+
+#[test]
+fn an_old_or_foreign_client_gets_a_clear_handshake_refusal() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = project();
+    let coord = Coordinator::start(dir.path());
+    let answer = |line: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(&coord.socket).unwrap();
+        s.write_all(line.as_bytes()).unwrap();
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).unwrap();
+        serde_json::from_str::<serde_json::Value>(&reply).unwrap()
+    };
+    let old = answer("{\"hephaestus\":99,\"role\":\"mcp\",\"pid\":1}\n");
+    assert_eq!(old["ok"], false);
+    assert!(
+        old["error"]
+            .as_str()
+            .unwrap()
+            .contains("protocol version 99"),
+        "{old}"
+    );
+    // An MCP client pointed straight at the socket instead of through the shim.
+    let raw = answer("{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\"}\n");
+    assert!(
+        raw["error"].as_str().unwrap().contains("hephaestus shim"),
+        "{raw}"
+    );
+}

@@ -78,7 +78,10 @@ impl Store {
         // Query-planner stability: without it, the bundled SQLite (built with STAT4) re-prepares
         // a cached statement whenever a bound value might change its plan, which profiling showed
         // was most of the CPU of a get_task call. Our queries are point lookups on indexes.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         migrate(&mut conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
