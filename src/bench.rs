@@ -67,6 +67,18 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Memory only this process holds (private pages), in MiB: what each extra shim really costs,
+/// since the binary's code and libc are shared between all shims and the coordinator.
+fn private_mib(pid: u32) -> Option<f64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kb: f64 = rollup
+        .lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum();
+    Some(kb / 1024.0)
+}
+
 /// One shim process spoken to with raw JSON-RPC lines, as an agent CLI does.
 struct ShimClient {
     child: Child,
@@ -254,12 +266,14 @@ fn run_in(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<()> {
     eprintln!("shim cold start ×{}…", args.cold_starts);
     let mut cold = Vec::new();
     let mut shim_rss = None;
+    let mut shim_private = None;
     for _ in 0..args.cold_starts {
         let t = Instant::now();
         let mut shim = ShimClient::spawn(exe, &coord.socket)?;
         shim.initialize()?;
         cold.push(t.elapsed());
         shim_rss = rss_mib(shim.child.id());
+        shim_private = private_mib(shim.child.id());
     }
     let cold = stats(cold);
 
@@ -387,6 +401,10 @@ fn run_in(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<()> {
         mib(rss_idle),
         mib(rss_after)
     );
-    println!("| shim RSS after initialize | {} | | |", mib(shim_rss));
+    println!(
+        "| shim RSS after initialize | {} | | of which private: {} |",
+        mib(shim_rss),
+        mib(shim_private)
+    );
     Ok(())
 }

@@ -31,6 +31,8 @@ fn probes_and_bad_input_get_answers_and_the_connection_keeps_working() {
         "requested version is accepted: {init}"
     );
     assert_eq!(init["result"]["serverInfo"]["name"], "hephaestus");
+    let instructions = init["result"]["instructions"].as_str().unwrap();
+    assert_eq!(instructions, include_str!("../prompts/mcp_instructions.md"));
 
     // ping, with a numeric and a string id.
     assert_eq!(shim.request("ping", json!({}))["result"], json!({}));

@@ -155,6 +155,31 @@ fn a_person_starts_a_workflow_and_agents_work_it_through_the_tools() {
     assert_eq!(status["you"]["id"], json!(agent));
     assert_eq!(status["you"]["current_task_id"], Value::Null);
 
+    // One debug line per tool call in the coordinator's log: agent, tool, duration, outcome.
+    // The log is written by a background thread: give it a moment.
+    let log_path = dir.path().join(".hephaestus/logs/coordinator.log");
+    let refused_update = |l: &&str| {
+        l.contains("tool call")
+            && l.contains("tool=update_task_status")
+            && l.contains("outcome=\"tool_error\"")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if log.lines().any(|l| refused_update(&l)) || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let line = log
+        .lines()
+        .find(refused_update)
+        .unwrap_or_else(|| panic!("no tool-call line for the refused update in:\n{log}"));
+    assert!(
+        line.contains(&format!("agent=\"{agent}\"")) && line.contains("micros="),
+        "{line}"
+    );
+
     // The writes are in the real SQLite file, readable by any SQLite client.
     let db = rusqlite::Connection::open_with_flags(
         dir.path().join(".hephaestus/state.db"),

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use rmcp::handler::server::tool::{ToolCallContext, ToolRouter};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InitializeRequestParams,
-    InitializeResult,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeRequestParams, InitializeResult, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool_handler};
@@ -77,12 +77,17 @@ pub fn tool_list() -> Vec<rmcp::model::Tool> {
     router().list_all()
 }
 
-#[tool_handler(
-    router = router(),
-    name = "hephaestus",
-    instructions = "Hephaestus coordinates the agents working on this codebase. Use get_task to read your task, update_task_status when you finish (done with a summary, or failed with a reason), and create_task to queue follow-up work for other agents."
-)]
+/// What `initialize` tells every agent about working with Hephaestus.
+pub const INSTRUCTIONS: &str = include_str!("../../prompts/mcp_instructions.md");
+
+#[tool_handler(router = router())]
 impl ServerHandler for McpSession {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("hephaestus", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+
     async fn initialize(
         &self,
         request: InitializeRequestParams,

@@ -1,0 +1,21 @@
+//! Every file in prompts/ is shipped data: each must be embedded and used.
+
+#[test]
+fn every_prompt_file_is_embedded() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["mcp_instructions.md"],
+        "embed new prompt files where they are used"
+    );
+    let text = std::fs::read_to_string(dir.join("mcp_instructions.md")).unwrap();
+    assert_eq!(text, hephaestus::mcp::INSTRUCTIONS);
+    for tool in ["get_task", "update_task_status", "create_task", "get_tasks"] {
+        assert!(text.contains(tool), "the instructions name {tool}");
+    }
+}
