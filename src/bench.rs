@@ -215,6 +215,7 @@ fn start_coordinator(exe: &Path, project: &Path) -> Result<Coordinator> {
     let child = Command::new(exe)
         .args([
             "serve",
+            "--no-agents",
             "--max-concurrent-agents",
             "64",
             "--log-level",

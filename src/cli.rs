@@ -57,6 +57,12 @@ pub enum Command {
         /// Log level: error, warn, info, debug, trace
         #[arg(long)]
         log_level: Option<String>,
+        /// Do not spawn agents; queued tasks wait for `task assign`
+        #[arg(long)]
+        no_agents: bool,
+        /// Agent CLI to spawn: claude, codex, opencode, gemini, custom
+        #[arg(long)]
+        agent_cli: Option<String>,
     },
     /// MCP stdio server for agent CLIs (forwards to the coordinator)
     Shim,
@@ -203,10 +209,14 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
     if let Command::Serve {
         max_concurrent_agents,
         log_level,
+        no_agents,
+        agent_cli,
     } = &cli.command
     {
         overrides.max_concurrent_agents = *max_concurrent_agents;
         overrides.log_level = log_level.clone();
+        overrides.agents_enabled = no_agents.then_some(false);
+        overrides.agent_cli = agent_cli.clone();
     }
     let config = Config::load(&cwd, env, &overrides)?;
     let json = cli.global.json;

@@ -148,6 +148,9 @@ fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             "data_dir": state.config.data_dir,
             "socket": state.config.socket_path,
             "max_concurrent_agents": state.config.max_concurrent_agents,
+            "agents_enabled": state.config.agents.enabled,
+            "agent_cli": state.config.agents.cli,
+            "tmux_socket": state.config.agents.tmux_socket,
             "tasks": store.task_counts(None)?,
             "workflows": store.list_workflows(Some("active"))?,
             "agents": store.list_agents(false)?,
@@ -172,7 +175,9 @@ fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 idempotency_key,
                 created_by: None,
                 boosted: boost,
+                base_ref: None,
             })?;
+            state.signals.queue_changed();
             json!({"task": task, "created": created})
         }
         Request::TaskList {
@@ -208,6 +213,7 @@ fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 working_directory,
                 created_by: None,
             })?;
+            state.signals.queue_changed();
             json!({"workflow": workflow, "first_task": first_task})
         }
         Request::WorkflowShow { id } => json!(store.get_workflow(&id)?),

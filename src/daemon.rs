@@ -10,7 +10,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
@@ -63,12 +62,23 @@ pub fn serve(config: Config) -> Result<()> {
             }
             signals.cancel();
         });
-        let state = Arc::new(AppState {
-            store: store.clone(),
-            config: config.clone(),
-            started: Instant::now(),
-        });
+        let state = Arc::new(AppState::new(store.clone(), config.clone()));
+        let manager = if config.agents.enabled {
+            match crate::agents::manager::AgentManager::new(state.clone()) {
+                Ok(m) => Some(tokio::spawn(Arc::new(m).run(shutdown.clone()))),
+                Err(e) => {
+                    tracing::error!("agents will not be spawned: {e:#}");
+                    None
+                }
+            }
+        } else {
+            tracing::info!("agent spawning is off; queued tasks wait for `hephaestus task assign`");
+            None
+        };
         let result = crate::server::run(listener, state, shutdown).await;
+        if let Some(m) = manager {
+            let _ = m.await;
+        }
         if let Err(e) = store.checkpoint() {
             tracing::warn!("database checkpoint failed: {e:#}");
         }

@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses the command line and calls into these modules; see
 //! ARCHITECTURE.md for the code map and the invariants each module keeps.
 
+pub mod agents;
 pub mod bench;
 pub mod cli;
 pub mod config;

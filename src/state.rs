@@ -1,8 +1,10 @@
-//! What every connection handler shares: the store, the configuration, and start time.
+//! What every connection handler shares: the store, the configuration, the start time, and the
+//! signals the agent manager listens to.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::agents::signals::AgentSignals;
 use crate::config::Config;
 use crate::store::Store;
 
@@ -10,6 +12,18 @@ pub struct AppState {
     pub store: Store,
     pub config: Config,
     pub started: Instant,
+    pub signals: AgentSignals,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Config) -> AppState {
+        AppState {
+            store,
+            config,
+            started: Instant::now(),
+            signals: AgentSignals::default(),
+        }
+    }
 }
 
 pub type Shared = Arc<AppState>;

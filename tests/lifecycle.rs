@@ -115,7 +115,9 @@ fn a_data_dir_too_long_for_a_socket_path_moves_the_socket_and_says_so() {
     let runtime = tempfile::tempdir().unwrap();
     // The shim and the coordinator compute the same fallback path independently.
     let mut serve = command(&long);
-    serve.env("XDG_RUNTIME_DIR", runtime.path()).arg("serve");
+    serve
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .args(["serve", "--no-agents"]);
     let child = serve.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let socket = loop {

@@ -103,7 +103,7 @@ fn probes_and_bad_input_get_answers_and_the_connection_keeps_working() {
 #[test]
 fn an_oversize_message_is_rejected_and_the_next_one_served() {
     let dir = project();
-    let coord = Coordinator::start_with(dir.path(), &[]);
+    let coord = Coordinator::start(dir.path());
     let mut shim = RawShim::spawn(&coord, None);
     shim.initialize("oversize-test");
 

@@ -256,7 +256,10 @@ fn an_agent_may_update_only_its_own_tasks() {
 fn two_concurrent_claims_of_one_task_have_exactly_one_winner() {
     let dir = project();
     // Every round leaves one task assigned; keep the cap out of the way.
-    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "100"]);
+    let coord = Coordinator::start_with(
+        dir.path(),
+        &["--no-agents", "--max-concurrent-agents", "100"],
+    );
     for round in 0..5 {
         let task = coord.create_task(&format!("contested {round}"));
         let agents: Vec<String> = (0..2)
@@ -292,7 +295,8 @@ fn two_concurrent_claims_of_one_task_have_exactly_one_winner() {
 #[test]
 fn the_concurrency_cap_is_enforced_on_claims() {
     let dir = project();
-    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let coord =
+        Coordinator::start_with(dir.path(), &["--no-agents", "--max-concurrent-agents", "1"]);
     let t1 = coord.create_task("one");
     let t2 = coord.create_task("two");
     let (a, _) = coord.register_agent("a");

@@ -10,8 +10,17 @@ fn every_prompt_file_is_embedded() {
     names.sort();
     assert_eq!(
         names,
-        ["mcp_instructions.md"],
+        ["agent_system.md", "agent_task.md", "mcp_instructions.md"],
         "embed new prompt files where they are used"
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(
+        read("agent_system.md"),
+        hephaestus::agents::prompt::AGENT_SYSTEM
+    );
+    assert_eq!(
+        read("agent_task.md"),
+        hephaestus::agents::prompt::AGENT_TASK
     );
     let text = std::fs::read_to_string(dir.join("mcp_instructions.md")).unwrap();
     assert_eq!(text, hephaestus::mcp::INSTRUCTIONS);

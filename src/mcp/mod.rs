@@ -32,14 +32,18 @@ pub struct McpSession {
     agent_id: Mutex<Option<String>>,
     /// The shim's pid, from the handshake; tells reconnects of one external client apart.
     peer_pid: u32,
+    /// A managed agent (authenticated with a token): the agent manager follows its progress.
+    managed: bool,
 }
 
 impl McpSession {
     pub fn new(state: Shared, agent_id: Option<String>, peer_pid: u32) -> Self {
+        let managed = agent_id.is_some();
         McpSession {
             state,
             agent_id: Mutex::new(agent_id),
             peer_pid,
+            managed,
         }
     }
 
@@ -94,6 +98,11 @@ impl ServerHandler for McpSession {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, McpError> {
         context.peer.set_peer_info(request.clone());
+        if self.managed
+            && let Some(id) = self.agent_id()
+        {
+            self.state.signals.initialized(&id);
+        }
         if self.agent_id().is_none() {
             // A person's own agent CLI: give the connection an identity named after the client.
             let name = request.client_info.name.trim();
@@ -120,6 +129,11 @@ impl ServerHandler for McpSession {
     ) -> Result<CallToolResponse, McpError> {
         let started = Instant::now();
         let tool = request.name.clone();
+        if self.managed
+            && let Some(id) = self.agent_id()
+        {
+            self.state.signals.tool_called(&id);
+        }
         let result = router()
             .call(ToolCallContext::new(self, request, context))
             .await;

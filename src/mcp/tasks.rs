@@ -178,9 +178,11 @@ impl McpSession {
                     idempotency_key: p.idempotency_key,
                     created_by: Some(caller),
                     boosted: false,
+                    base_ref: None,
                 })
                 .map_err(refusal)
         );
+        self.state.signals.queue_changed();
         let text = if created {
             format!("Created {}", describe(&task))
         } else {
@@ -228,6 +230,9 @@ impl McpSession {
             "task_status",
             task.status.as_str(),
         );
+        if task.status.is_terminal() {
+            self.state.signals.task_ended(&caller, &task.id);
+        }
         reply(format!("Updated {}", describe(&task)), &task)
     }
 

@@ -135,6 +135,7 @@ impl McpSession {
                 })
                 .map_err(refusal)
         );
+        self.state.signals.queue_changed();
         reply(
             format!(
                 "Started {}; first task {}",

@@ -1,7 +1,7 @@
 //! Numbered, append-only schema migrations. Never edit a shipped migration: add the next one.
 
 /// `(version, sql)`; applied in order inside one transaction each, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 const V1: &str = r#"
 CREATE TABLE workflow_definitions (
@@ -117,4 +117,18 @@ CREATE TABLE agent_events (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX agent_events_agent ON agent_events(agent_id, id);
+"#;
+
+/// The agent manager: where each agent works and how its work was merged back.
+const V2: &str = r#"
+ALTER TABLE agents ADD COLUMN branch TEXT;
+ALTER TABLE agents ADD COLUMN base_commit TEXT;
+-- active | merged | conflict | abandoned
+ALTER TABLE agents ADD COLUMN merge_status TEXT;
+ALTER TABLE agents ADD COLUMN merge_commit TEXT;
+-- The commit a task's worktree starts from (a conflict follow-up, or a dead agent's work).
+ALTER TABLE tasks ADD COLUMN base_ref TEXT;
+-- merged | up_to_date | conflict
+ALTER TABLE tasks ADD COLUMN merge_status TEXT;
+ALTER TABLE tasks ADD COLUMN merge_conflict_files TEXT NOT NULL DEFAULT '[]';
 "#;

@@ -8,6 +8,7 @@
 
 mod agents;
 mod migrations;
+mod runtime;
 mod tasks;
 mod workflows;
 
@@ -18,6 +19,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use agents::{AgentKind, AgentView, Authenticated};
+pub use runtime::AgentRuntime;
 pub use tasks::{NewTask, StatusUpdate, TaskFilter, TaskView};
 pub use workflows::{NewWorkflow, PhaseView, WorkflowDefinitionView, WorkflowView};
 
@@ -111,19 +113,46 @@ impl Store {
         kind: &str,
         message: &str,
     ) -> OpResult<()> {
+        self.log_event_with(agent_id, task_id, kind, message, None)
+    }
+
+    /// Appends an entry with a long `details` text (e.g. an agent's final pane output).
+    pub fn log_event_with(
+        &self,
+        agent_id: Option<&str>,
+        task_id: Option<&str>,
+        kind: &str,
+        message: &str,
+        details: Option<&str>,
+    ) -> OpResult<()> {
         let conn = self.lock();
         conn.prepare_cached(
-            "INSERT INTO agent_events (agent_id, task_id, kind, message, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO agent_events (agent_id, task_id, kind, message, details, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(rusqlite::params![
             agent_id,
             task_id,
             kind,
             message,
+            details,
             crate::time::now_ms()
         ])?;
         Ok(())
+    }
+
+    /// An agent's events, oldest first: (kind, message, details).
+    pub fn agent_events(&self, agent_id: &str) -> OpResult<Vec<(String, String, Option<String>)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT kind, message, details FROM agent_events WHERE agent_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map(rusqlite::params![agent_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Flushes the WAL into the main file; called on orderly shutdown.
@@ -181,10 +210,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
         drop(store);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
         let mode: String = store
             .lock()
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))

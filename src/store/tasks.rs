@@ -33,6 +33,10 @@ pub struct TaskView {
     pub summary: Option<String>,
     pub failure_reason: Option<String>,
     pub key_learnings: Vec<String>,
+    /// How the agent's work was merged back: merged, up_to_date or conflict.
+    pub merge_status: Option<String>,
+    /// Files that conflicted when `merge_status` is conflict.
+    pub merge_conflict_files: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
     pub completed_at: Option<String>,
@@ -50,6 +54,8 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     pub created_by: Option<String>,
     pub boosted: bool,
+    /// Commit the agent's worktree starts from instead of the base branch.
+    pub base_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -72,7 +78,7 @@ pub struct StatusUpdate {
 const TASK_COLUMNS: &str = "t.id, t.description, t.done_definition, t.status, t.priority,
     t.workflow_id, t.phase_order, p.name, t.assigned_agent_id, t.created_by_agent_id,
     t.parent_task_id, t.summary, t.failure_reason, t.key_learnings, t.created_at, t.updated_at,
-    t.completed_at";
+    t.completed_at, t.merge_status, t.merge_conflict_files";
 
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskView> {
     let status: String = r.get(3)?;
@@ -98,6 +104,8 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskView> {
         created_at: rfc3339(r.get(14)?),
         updated_at: rfc3339(r.get(15)?),
         completed_at: r.get::<_, Option<i64>>(16)?.map(rfc3339),
+        merge_status: r.get(17)?,
+        merge_conflict_files: json_list(&r.get::<_, String>(18)?),
     })
 }
 
@@ -259,8 +267,8 @@ impl Store {
         tx.prepare_cached(
             "INSERT INTO tasks (id, workflow_id, phase_id, phase_order, description, done_definition,
                 priority, priority_weight, boosted, status, created_by_agent_id, parent_task_id,
-                idempotency_key, created_at, queued_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?14)",
+                idempotency_key, created_at, queued_at, updated_at, base_ref)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?14, ?16)",
         )?
         .execute(params![
             id,
@@ -278,6 +286,7 @@ impl Store {
             new.idempotency_key,
             now,
             (status == TaskStatus::Queued).then_some(now),
+            new.base_ref,
         ])?;
         for dep in &deps {
             tx.prepare_cached(

@@ -35,8 +35,9 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// A coordinator that does not spawn agents: tasks wait for `task assign`.
     pub fn start(project: &Path) -> Coordinator {
-        Self::start_with(project, &[])
+        Self::start_with(project, &["--no-agents"])
     }
 
     pub fn start_with(project: &Path, args: &[&str]) -> Coordinator {

@@ -1,0 +1,783 @@
+//! The agent manager: turns queued tasks into running agents and folds their work back.
+//!
+//! For each task it can start (under `max_concurrent_agents`), it registers an agent with a fresh
+//! token, claims the task atomically, makes a worktree, starts the agent CLI in a tmux session,
+//! waits until the agent's shim has connected, types the first message and confirms the agent
+//! started working. When the agent reports its task done or failed, the manager keeps the final
+//! pane text, commits what is left in the worktree, ends the session and merges the branch into
+//! the base branch (in memory: the user's checkout is never touched). A dead agent's task is
+//! requeued, starting from the dead agent's last commit, a bounded number of times.
+//!
+//! Git goes through `worktree`, tmux through `tmux`; both block, so they run on the blocking pool.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::adapters::{self, AgentLaunch, CliKind};
+use super::prompt;
+use super::tmux::Tmux;
+use super::worktree::{BaseRef, MergeOutcome, Worktrees};
+use crate::queue::{Priority, TaskStatus};
+use crate::state::Shared;
+use crate::store::{NewTask, TaskView};
+
+/// How often the manager looks for dead agents and free slots without being woken.
+const TICK: Duration = Duration::from_secs(2);
+/// Width × height of each agent's terminal.
+const PANE_SIZE: (u16, u16) = (200, 50);
+/// How long after the first message the agent has to show it started working.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct AgentManager {
+    state: Shared,
+    tmux: Tmux,
+    worktrees: Arc<Worktrees>,
+    base_branch: String,
+    cli: CliKind,
+    exe: PathBuf,
+    /// Agents being started or finished: the dead-agent check leaves them alone.
+    busy: Arc<Mutex<HashSet<String>>>,
+    /// Agents this manager started and has not yet finished (their session may still be
+    /// closing): each holds one of the `max_concurrent_agents` slots until it is terminated.
+    slots: Arc<Mutex<HashSet<String>>>,
+    tasks: TaskTracker,
+}
+
+impl AgentManager {
+    /// Checks what spawning needs (a git repository, tmux, a known CLI) before anything runs.
+    pub fn new(state: Shared) -> Result<AgentManager> {
+        let settings = &state.config.agents;
+        let cli = CliKind::parse(&settings.cli)?;
+        let worktrees = Worktrees::open(&state.config.project_root, &settings.worktrees_dir)
+            .with_context(|| {
+                format!(
+                    "agents need a git repository at {}",
+                    state.config.project_root.display()
+                )
+            })?;
+        let base_branch = match &settings.base_branch {
+            Some(b) => b.clone(),
+            None => worktrees.current_branch()?,
+        };
+        let exe = std::env::current_exe()
+            .context("cannot find the hephaestus executable for the shim")?;
+        let tmux = Tmux::new(settings.tmux_socket.clone());
+        tmux.version().context("agents run in tmux")?;
+        Ok(AgentManager {
+            tmux,
+            worktrees: Arc::new(worktrees),
+            base_branch,
+            cli,
+            exe,
+            busy: Arc::new(Mutex::new(HashSet::new())),
+            slots: Arc::new(Mutex::new(HashSet::new())),
+            tasks: TaskTracker::new(),
+            state,
+        })
+    }
+
+    pub fn base_branch(&self) -> &str {
+        &self.base_branch
+    }
+
+    /// Runs until `shutdown`; then waits (bounded) for launches and merges in progress.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tracing::info!(cli = self.cli.as_str(), base = %self.base_branch, "agent manager started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            for (agent, task) in self.state.signals.take_ended() {
+                self.spawn_finish(agent, task);
+            }
+            self.check_dead().await;
+            self.fill().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.state.signals.next_wake(TICK) => {}
+            }
+        }
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+    }
+
+    fn is_busy(&self, agent: &str) -> bool {
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(agent)
+    }
+
+    fn set_busy(&self, agent: &str, busy: bool) {
+        let mut set = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if busy {
+            set.insert(agent.to_string());
+        } else {
+            set.remove(agent);
+        }
+    }
+
+    fn release_slot(&self, agent: &str) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(agent);
+    }
+
+    /// Agents holding a slot: those being started or finished here, and any live session the
+    /// database knows of (agents from before a coordinator restart).
+    fn agents_in_slots(&self) -> usize {
+        let mut ids = self.slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Ok(live) = self.state.store.live_managed_agents() {
+            ids.extend(live.into_iter().map(|a| a.agent_id));
+        }
+        ids.len()
+    }
+
+    /// Claims queued tasks while the cap allows and starts an agent for each. The cap counts
+    /// agents until they are fully ended, not only tasks in progress: the next agent starts
+    /// after the previous one's session is closed and its work merged.
+    async fn fill(self: &Arc<Self>) {
+        let store = &self.state.store;
+        let cap = self.state.config.max_concurrent_agents;
+        loop {
+            if self.agents_in_slots() >= cap as usize {
+                return;
+            }
+            match store.active_task_count() {
+                Ok(n) if n < i64::from(cap) => {}
+                _ => return,
+            }
+            let (agent, token) =
+                match store.register_agent(self.cli.as_str(), Some(self.cli.as_str())) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::error!("cannot register an agent: {e}");
+                        return;
+                    }
+                };
+            let task = match store.claim_next(&agent.id, cap) {
+                Ok(Some(task)) => task,
+                Ok(None) | Err(_) => {
+                    let _ = store.discard_unused_agent(&agent.id);
+                    return;
+                }
+            };
+            self.set_busy(&agent.id, true);
+            self.slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(agent.id.clone());
+            let me = self.clone();
+            self.tasks.spawn(async move {
+                let agent_id = agent.id.clone();
+                if let Err(e) = me.launch(&agent_id, &token, &task).await {
+                    // A fast agent may have finished its task while the launch was still
+                    // confirming delivery; then `finish` owns the agent, not this abort.
+                    let finished = me
+                        .state
+                        .store
+                        .get_task(&task.id)
+                        .is_ok_and(|t| t.status.is_terminal());
+                    if !finished {
+                        tracing::warn!(agent = %agent_id, task = %task.id, "launch failed: {e:#}");
+                        me.abort_launch(&agent_id, &task.id, &format!("{e:#}"))
+                            .await;
+                    }
+                }
+                me.set_busy(&agent_id, false);
+            });
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| anyhow!("blocking task failed: {e}"))?
+    }
+
+    fn session_name(&self, agent_id: &str) -> String {
+        format!(
+            "{}-{}",
+            self.state.config.agents.session_prefix,
+            id8(agent_id)
+        )
+    }
+
+    async fn launch(self: &Arc<Self>, agent_id: &str, token: &str, task: &TaskView) -> Result<()> {
+        let store = &self.state.store;
+        let settings = &self.state.config.agents;
+        let id8 = id8(agent_id).to_string();
+
+        // Where the work starts: a conflict follow-up or a dead agent's commit, else the
+        // creating agent's current work, else the base branch.
+        let base = match store.task_base_ref(&task.id)? {
+            Some(commit) => BaseRef::Commit(commit),
+            None => match self.parent_checkpoint(task).await {
+                Some(commit) => BaseRef::Commit(commit),
+                None => BaseRef::Branch(self.base_branch.clone()),
+            },
+        };
+        let wt = self.worktrees.clone();
+        let copy = settings.copy_untracked.clone();
+        let info = {
+            let id8 = id8.clone();
+            self.blocking(move || wt.create(&id8, &base, &copy)).await?
+        };
+
+        let agent_dir = adapters::agent_dir(&self.state.config.data_dir, &id8);
+        let system_prompt = self.render_system(agent_id, &info.path, &info.branch, task)?;
+        let first_message = self.render_task(task)?;
+        let launch = AgentLaunch {
+            agent_id: agent_id.to_string(),
+            token: token.to_string(),
+            exe: self.exe.clone(),
+            socket: self.state.config.socket_path.clone(),
+            worktree: info.path.clone(),
+            agent_dir: agent_dir.clone(),
+            system_prompt: system_prompt.clone(),
+            model: settings.model.clone(),
+            custom_command: settings.custom_command.clone(),
+        };
+        let spec = adapters::launch_spec(self.cli, &launch)?;
+        create_private_dir(&agent_dir)?;
+        for (path, text) in &spec.files {
+            write_private(path, text)?;
+        }
+        let message = if spec.prompt_in_first_message {
+            format!("{system_prompt}\n\n{first_message}")
+        } else {
+            first_message
+        };
+        write_private(&agent_dir.join("first_message.md"), &message)?;
+
+        let session = self.session_name(agent_id);
+        {
+            let tmux = self.tmux.clone();
+            let (session, cwd, command, env) = (
+                session.clone(),
+                info.path.clone(),
+                spec.command.clone(),
+                spec.env.clone(),
+            );
+            self.blocking(move || tmux.new_session(&session, &cwd, &command, &env, PANE_SIZE))
+                .await?;
+        }
+        store.set_agent_runtime(
+            agent_id,
+            &session,
+            &info.path.display().to_string(),
+            &info.branch,
+            &info.base_commit,
+        )?;
+        store.log_event(
+            Some(agent_id),
+            Some(&task.id),
+            "created",
+            &format!(
+                "{} in {} on {}",
+                self.cli.as_str(),
+                info.path.display(),
+                info.branch
+            ),
+        )?;
+
+        tracing::debug!(session = %session, has = self.tmux.has_session(&session), alive = self.tmux.is_alive(&session), "session started");
+        // Ready: the agent's own shim connected and initialized (so its tools exist before the
+        // model sees the task), and its program is still running.
+        let ready_timeout = Duration::from_secs(settings.ready_timeout_secs);
+        let signals = &self.state.signals;
+        let ready = signals
+            .wait_for(ready_timeout, |s| {
+                s.is_initialized(agent_id) || !self.tmux.is_alive(&session)
+            })
+            .await;
+        if !ready || !signals.is_initialized(agent_id) {
+            let pane = self.pane_tail(&session, 15).await;
+            return Err(anyhow!(
+                "the {} CLI did not connect to Hephaestus within {}s; its terminal showed:\n{pane}",
+                self.cli.as_str(),
+                settings.ready_timeout_secs
+            ));
+        }
+        // Let the input box finish drawing: wait for the pane to stop changing.
+        self.settle(&session).await;
+
+        self.deliver(agent_id, &task.id, &session, &message, &agent_dir)
+            .await
+    }
+
+    /// Types the first message and confirms the agent acted on it.
+    async fn deliver(
+        &self,
+        agent_id: &str,
+        task_id: &str,
+        session: &str,
+        message: &str,
+        agent_dir: &std::path::Path,
+    ) -> Result<()> {
+        let store = &self.state.store;
+        let signals = &self.state.signals;
+        let calls_before = signals.tool_calls(agent_id);
+        {
+            let tmux = self.tmux.clone();
+            let (session, message, scratch) = (
+                session.to_string(),
+                message.to_string(),
+                agent_dir.join("paste.txt"),
+            );
+            self.blocking(move || tmux.paste(&session, &message, &scratch))
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        for attempt in 1..=3u32 {
+            let tmux = self.tmux.clone();
+            let s = session.to_string();
+            self.blocking(move || tmux.send_key(&s, "Enter")).await?;
+            store.log_event(
+                Some(agent_id),
+                Some(task_id),
+                "prompt_sent",
+                &format!("attempt {attempt}"),
+            )?;
+            let wait = DELIVERY_TIMEOUT * attempt;
+            if signals
+                .wait_for(wait, |s| {
+                    s.tool_calls(agent_id) > calls_before || !self.tmux.is_alive(session)
+                })
+                .await
+                && signals.tool_calls(agent_id) > calls_before
+            {
+                store.log_event(
+                    Some(agent_id),
+                    Some(task_id),
+                    "prompt_delivered",
+                    "the agent made its first tool call",
+                )?;
+                return Ok(());
+            }
+            if !self.tmux.is_alive(session) {
+                break;
+            }
+        }
+        let pane = self.pane_tail(session, 15).await;
+        Err(anyhow!(
+            "the {} CLI did not start working on its task after the first message; its terminal showed:\n{pane}",
+            self.cli.as_str()
+        ))
+    }
+
+    async fn settle(&self, session: &str) {
+        let mut last = String::new();
+        for _ in 0..20 {
+            let now = self.pane_tail(session, 50).await;
+            if !now.trim().is_empty() && now == last {
+                return;
+            }
+            last = now;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    async fn pane_tail(&self, session: &str, lines: usize) -> String {
+        let tmux = self.tmux.clone();
+        let s = session.to_string();
+        let text = self
+            .blocking(move || tmux.capture(&s, 0))
+            .await
+            .unwrap_or_default();
+        let kept: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        kept[kept.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The creating agent's worktree, committed now, when the task came from a working agent.
+    async fn parent_checkpoint(&self, task: &TaskView) -> Option<String> {
+        let parent_agent = task.created_by_agent_id.as_deref()?;
+        let rt = self.state.store.agent_runtime(parent_agent).ok()?;
+        let (path, branch) = (PathBuf::from(rt.worktree_path?), rt.branch?);
+        if rt.status == "terminated" || !path.exists() {
+            return None;
+        }
+        let wt = self.worktrees.clone();
+        let message = format!("[hephaestus] checkpoint for task {}", task.id);
+        self.blocking(move || {
+            wt.checkpoint(&path, &message)?;
+            wt.branch_commit(&branch)
+        })
+        .await
+        .ok()
+    }
+
+    fn render_system(
+        &self,
+        agent_id: &str,
+        worktree: &std::path::Path,
+        branch: &str,
+        task: &TaskView,
+    ) -> Result<String> {
+        let workflow = match &task.workflow_id {
+            Some(w) => self
+                .state
+                .store
+                .get_workflow(w)
+                .map(|w| w.name)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        let values = HashMap::from([
+            ("agent_id", agent_id.to_string()),
+            ("worktree", worktree.display().to_string()),
+            ("branch", branch.to_string()),
+            ("base_branch", self.base_branch.clone()),
+            ("workflow", workflow),
+        ]);
+        prompt::render(prompt::AGENT_SYSTEM, &values)
+    }
+
+    fn render_task(&self, task: &TaskView) -> Result<String> {
+        let (mut phase, mut phase_description, mut phases) =
+            (String::new(), String::new(), String::new());
+        if let (Some(w), Some(order)) = (&task.workflow_id, task.phase)
+            && let Ok(wf) = self.state.store.get_workflow(w)
+        {
+            for p in &wf.phases {
+                let mark = if p.order == order { "→" } else { " " };
+                phases.push_str(&format!("{mark} {}. {}\n", p.order, p.name));
+                if p.order == order {
+                    phase = format!("{} ({})", p.order, p.name);
+                    phase_description = p.description.trim().to_string();
+                }
+            }
+        }
+        let values = HashMap::from([
+            ("task_id", task.id.clone()),
+            ("priority", task.priority.as_str().to_string()),
+            ("description", task.description.trim().to_string()),
+            ("done_definition", task.done_definition.trim().to_string()),
+            ("phase", phase),
+            ("phase_description", phase_description),
+            ("phases", phases.trim_end().to_string()),
+            // Filled by the memory system once it exists.
+            ("memories", String::new()),
+        ]);
+        prompt::render(prompt::AGENT_TASK, &values)
+    }
+
+    /// A launch failed: fail the task with the reason, end the session, drop the worktree.
+    async fn abort_launch(&self, agent_id: &str, task_id: &str, reason: &str) {
+        let store = &self.state.store;
+        let _ = store.fail_task(task_id, reason);
+        let _ = store.log_event(Some(agent_id), Some(task_id), "launch_failed", reason);
+        let session = self.session_name(agent_id);
+        let (tmux, wt, id8) = (
+            self.tmux.clone(),
+            self.worktrees.clone(),
+            id8(agent_id).to_string(),
+        );
+        let _ = self
+            .blocking(move || {
+                tmux.kill_session(&session)?;
+                wt.remove(&id8, true)
+            })
+            .await;
+        let _ = store.set_agent_merge(agent_id, "abandoned", None);
+        let _ = store.terminate_agent(agent_id);
+        self.release_slot(agent_id);
+        self.state.signals.forget(agent_id);
+        self.state.signals.queue_changed();
+    }
+
+    fn spawn_finish(self: &Arc<Self>, agent_id: String, task_id: String) {
+        let Ok(rt) = self.state.store.agent_runtime(&agent_id) else {
+            return;
+        };
+        if rt.tmux_session.is_none() || rt.status == "terminated" {
+            return; // not one of ours (an external or hand-registered agent)
+        }
+        self.set_busy(&agent_id, true);
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = me.finish(&agent_id, &task_id).await {
+                tracing::error!(agent = %agent_id, task = %task_id, "finishing the agent failed: {e:#}");
+                let _ = me.state.store.terminate_agent(&agent_id);
+                me.release_slot(&agent_id);
+            }
+            me.set_busy(&agent_id, false);
+            me.state.signals.queue_changed();
+        });
+    }
+
+    /// The agent reported its task done or failed: keep its last output, commit, stop it, merge.
+    async fn finish(&self, agent_id: &str, task_id: &str) -> Result<()> {
+        let store = &self.state.store;
+        let rt = store.agent_runtime(agent_id)?;
+        let task = store.get_task(task_id)?;
+        let session = rt.tmux_session.clone().unwrap_or_default();
+        // Give the CLI a moment to print its last words after the tool call returned.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let final_output = {
+            let tmux = self.tmux.clone();
+            let s = session.clone();
+            self.blocking(move || tmux.capture(&s, 10_000))
+                .await
+                .unwrap_or_default()
+        };
+        store.log_event_with(
+            Some(agent_id),
+            Some(task_id),
+            "terminated",
+            &format!("task {}", task.status),
+            Some(&final_output),
+        )?;
+        let committed = self
+            .stop_and_commit(
+                &rt,
+                &format!(
+                    "[hephaestus] {}",
+                    crate::text::first_line(&task.description, 60)
+                ),
+            )
+            .await;
+        if let Err(e) = &committed {
+            tracing::warn!(agent = %agent_id, "final commit failed: {e:#}");
+        }
+        if task.status == TaskStatus::Done {
+            self.merge_back(&rt, &task).await?;
+        } else {
+            store.set_agent_merge(agent_id, "abandoned", None)?;
+            self.remove_worktree(agent_id, false).await;
+        }
+        store.terminate_agent(agent_id)?;
+        self.release_slot(agent_id);
+        self.state.signals.forget(agent_id);
+        Ok(())
+    }
+
+    async fn stop_and_commit(
+        &self,
+        rt: &crate::store::AgentRuntime,
+        message: &str,
+    ) -> Result<Option<String>> {
+        let tmux = self.tmux.clone();
+        let wt = self.worktrees.clone();
+        let session = rt.tmux_session.clone().unwrap_or_default();
+        let path = rt.worktree_path.clone().map(PathBuf::from);
+        let message = message.to_string();
+        self.blocking(move || {
+            tmux.kill_session(&session)?;
+            match path {
+                Some(p) if p.exists() => wt.checkpoint(&p, &message),
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn remove_worktree(&self, agent_id: &str, delete_branch: bool) {
+        let wt = self.worktrees.clone();
+        let id8 = id8(agent_id).to_string();
+        if let Err(e) = self.blocking(move || wt.remove(&id8, delete_branch)).await {
+            tracing::warn!(agent = %agent_id, "cannot remove the worktree: {e:#}");
+        }
+    }
+
+    /// Merges the agent's branch into the base branch; on a conflict nothing changes and a
+    /// follow-up task is queued to resolve it on the agent's branch.
+    async fn merge_back(&self, rt: &crate::store::AgentRuntime, task: &TaskView) -> Result<()> {
+        let store = &self.state.store;
+        let Some(branch) = rt.branch.clone() else {
+            return Ok(());
+        };
+        let wt = self.worktrees.clone();
+        let (b, target) = (branch.clone(), self.base_branch.clone());
+        let message = format!(
+            "Merge {branch}: {}",
+            crate::text::first_line(&task.description, 60)
+        );
+        let outcome = self
+            .blocking(move || wt.merge(&b, &target, &message))
+            .await?;
+        match outcome {
+            MergeOutcome::Conflict { files } => {
+                store.set_task_merge(&task.id, "conflict", &files)?;
+                store.set_agent_merge(&rt.agent_id, "conflict", None)?;
+                let head = {
+                    let wt = self.worktrees.clone();
+                    let b = branch.clone();
+                    self.blocking(move || wt.branch_commit(&b)).await?
+                };
+                store.log_event(
+                    Some(&rt.agent_id),
+                    Some(&task.id),
+                    "merge_conflict",
+                    &files.join(", "),
+                )?;
+                let description = format!(
+                    "Resolve the merge conflict between branch {branch} and {base}.\n\nThe work of task {task_id} could not be merged into {base} because these files conflict: {files}.\nYour worktree starts at that work. Merge {base} into it (git merge {base}), resolve every conflict keeping the intent of both sides, run the tests, and commit.\n\nOriginal task:\n{original}",
+                    base = self.base_branch,
+                    task_id = task.id,
+                    files = files.join(", "),
+                    original = task.description,
+                );
+                store
+                    .create_task(NewTask {
+                        description,
+                        done_definition: format!(
+                            "{} merged into this branch with no conflict left; tests pass",
+                            self.base_branch
+                        ),
+                        priority: Some(Priority::High),
+                        phase: task.phase,
+                        workflow_id: task.workflow_id.clone(),
+                        idempotency_key: Some(format!("resolve-conflict-{}", task.id)),
+                        base_ref: Some(head),
+                        ..Default::default()
+                    })
+                    .map_err(|e| anyhow!("cannot queue the conflict follow-up: {e}"))?;
+                self.remove_worktree(&rt.agent_id, false).await;
+            }
+            MergeOutcome::UpToDate => {
+                store.set_task_merge(&task.id, "up_to_date", &[])?;
+                store.set_agent_merge(&rt.agent_id, "merged", None)?;
+                self.remove_worktree(&rt.agent_id, true).await;
+            }
+            MergeOutcome::FastForward { commit } | MergeOutcome::Merged { commit } => {
+                store.set_task_merge(&task.id, "merged", &[])?;
+                store.set_agent_merge(&rt.agent_id, "merged", Some(&commit))?;
+                store.log_event(
+                    Some(&rt.agent_id),
+                    Some(&task.id),
+                    "merged",
+                    &format!("{branch} into {} at {commit}", self.base_branch),
+                )?;
+                self.remove_worktree(&rt.agent_id, true).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Agents whose program exited or whose session vanished without finishing their task.
+    async fn check_dead(&self) {
+        let Ok(agents) = self.state.store.live_managed_agents() else {
+            return;
+        };
+        for rt in agents {
+            if self.is_busy(&rt.agent_id) {
+                continue;
+            }
+            let Some(session) = rt.tmux_session.clone() else {
+                continue;
+            };
+            let tmux = self.tmux.clone();
+            let s = session.clone();
+            let alive = self
+                .blocking(move || Ok(tmux.is_alive(&s)))
+                .await
+                .unwrap_or(true);
+            if alive {
+                continue;
+            }
+            self.handle_dead(rt).await;
+        }
+    }
+
+    async fn handle_dead(&self, rt: crate::store::AgentRuntime) {
+        if rt.task_id.is_none() {
+            // It reported its task finished and exited: `finish` takes care of it.
+            return;
+        }
+        let store = &self.state.store;
+        let agent_id = rt.agent_id.clone();
+        let session = rt.tmux_session.clone().unwrap_or_default();
+        let output = {
+            let tmux = self.tmux.clone();
+            self.blocking(move || tmux.capture(&session, 10_000))
+                .await
+                .unwrap_or_default()
+        };
+        let _ = store.log_event_with(
+            Some(&agent_id),
+            rt.task_id.as_deref(),
+            "died",
+            "the agent's program exited or its session vanished",
+            Some(&output),
+        );
+        let commit = self
+            .stop_and_commit(&rt, "[hephaestus] work of an agent that stopped")
+            .await
+            .ok()
+            .flatten();
+        if let Some(task_id) = rt.task_id.clone() {
+            let attempts = store.task_attempts(&task_id).unwrap_or(0) + 1;
+            let max = self.state.config.agents.max_attempts;
+            if attempts < max {
+                // The next agent continues from whatever this one committed.
+                let head = match (&rt.branch, commit) {
+                    (_, Some(c)) => Some(c),
+                    (Some(b), None) => {
+                        let (wt, b) = (self.worktrees.clone(), b.clone());
+                        self.blocking(move || wt.branch_commit(&b)).await.ok()
+                    }
+                    _ => None,
+                };
+                if let Some(h) = head {
+                    let _ = store.set_task_base_ref(&task_id, &h);
+                }
+                let _ = store.requeue_task(
+                    &task_id,
+                    &format!(
+                        "agent {agent_id} stopped before finishing (attempt {attempts} of {max})"
+                    ),
+                );
+                tracing::warn!(agent = %agent_id, task = %task_id, attempts, "agent died; task requeued");
+            } else {
+                let _ = store.fail_task(
+                    &task_id,
+                    &format!("agents stopped before finishing this task {attempts} times"),
+                );
+                tracing::warn!(agent = %agent_id, task = %task_id, attempts, "agent died; task failed after its last attempt");
+            }
+        }
+        let _ = store.set_agent_merge(&agent_id, "abandoned", None);
+        self.remove_worktree(&agent_id, false).await;
+        let _ = store.terminate_agent(&agent_id);
+        self.release_slot(&agent_id);
+        self.state.signals.forget(&agent_id);
+        self.state.signals.queue_changed();
+    }
+}
+
+pub fn id8(agent_id: &str) -> &str {
+    &agent_id[..agent_id.len().min(8)]
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Writes a file only its owner can read: these hold the agent's token.
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}

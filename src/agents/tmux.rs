@@ -1,0 +1,263 @@
+//! The only module that runs tmux. Every call goes to a private tmux server (`tmux -L <socket>`),
+//! so a person's own tmux sessions are never seen or touched.
+//!
+//! Calls are blocking (a few milliseconds each); async callers use `spawn_blocking`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Debug, Clone)]
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// A handle on the private tmux server named `socket` (a name, not a path).
+    pub fn new(socket: impl Into<String>) -> Tmux {
+        Tmux {
+            socket: socket.into(),
+        }
+    }
+
+    /// `tmux -V`, or an error saying tmux is missing.
+    pub fn version(&self) -> Result<String> {
+        let out = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .context("cannot run tmux: install it (e.g. apt-get install tmux)")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The exact-name target of a session's current pane (`=name` alone matches sessions only).
+    fn pane(name: &str) -> String {
+        format!("={name}:")
+    }
+
+    pub fn socket_name(&self) -> &str {
+        &self.socket
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("tmux");
+        cmd.arg("-L").arg(&self.socket).stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        let out = self
+            .command()
+            .args(args)
+            .output()
+            .context("cannot run tmux: is it installed and on PATH?")?;
+        Ok(out)
+    }
+
+    fn run_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
+        if !out.status.success() {
+            bail!(
+                "tmux {} failed: {}",
+                args.first().copied().unwrap_or(""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts a detached session running `command` (through `sh -c`) in `cwd`, with `env` set
+    /// for it, on a window of `width`×`height`.
+    pub fn new_session(
+        &self,
+        name: &str,
+        cwd: &Path,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        (width, height): (u16, u16),
+    ) -> Result<()> {
+        let mut cmd = self.command();
+        cmd.args([
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+        ]);
+        cmd.arg("-c").arg(cwd);
+        for (k, v) in env {
+            cmd.arg("-e").arg(format!("{k}={v}"));
+        }
+        cmd.arg(command);
+        let out = cmd
+            .output()
+            .context("cannot run tmux: is it installed and on PATH?")?;
+        if !out.status.success() {
+            bail!(
+                "tmux new-session {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        // Keep the pane after the program exits, so its last output can still be read.
+        let _ = self.run(&["set-option", "-t", name, "remain-on-exit", "on"]);
+        Ok(())
+    }
+
+    pub fn has_session(&self, name: &str) -> bool {
+        self.run(&["has-session", "-t", &format!("={name}")])
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// True while the program in the session's pane is still running.
+    pub fn is_alive(&self, name: &str) -> bool {
+        match self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            &Self::pane(name),
+            "#{pane_dead}",
+        ]) {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim() == "0",
+            _ => false,
+        }
+    }
+
+    /// The visible pane text, plus up to `history` lines of scrollback.
+    pub fn capture(&self, name: &str, history: u32) -> Result<String> {
+        self.run_ok(&[
+            "capture-pane",
+            "-p",
+            "-J",
+            "-t",
+            &Self::pane(name),
+            "-S",
+            &format!("-{history}"),
+        ])
+    }
+
+    /// Types `text` as one paste (bracketed when the program asked for it), without Enter.
+    pub fn paste(&self, name: &str, text: &str, scratch: &Path) -> Result<()> {
+        std::fs::write(scratch, text)
+            .with_context(|| format!("cannot write {}", scratch.display()))?;
+        let buffer = format!("hephaestus-{name}");
+        self.run_ok(&["load-buffer", "-b", &buffer, &scratch.to_string_lossy()])?;
+        self.run_ok(&[
+            "paste-buffer",
+            "-d",
+            "-p",
+            "-b",
+            &buffer,
+            "-t",
+            &Self::pane(name),
+        ])?;
+        Ok(())
+    }
+
+    /// Sends one key by its tmux name (e.g. `Enter`, `C-c`).
+    pub fn send_key(&self, name: &str, key: &str) -> Result<()> {
+        self.run_ok(&["send-keys", "-t", &Self::pane(name), key])?;
+        Ok(())
+    }
+
+    pub fn kill_session(&self, name: &str) -> Result<()> {
+        if self.has_session(name) {
+            self.run_ok(&["kill-session", "-t", &format!("={name}")])?;
+        }
+        Ok(())
+    }
+
+    /// Names of all sessions on this private server.
+    pub fn list_sessions(&self) -> Result<Vec<String>> {
+        let out = self.run(&["list-sessions", "-F", "#{session_name}"])?;
+        if !out.status.success() {
+            // No server running means no sessions.
+            return Ok(Vec::new());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The command a person runs to watch a session.
+    pub fn attach_command(&self, name: &str) -> Vec<String> {
+        [
+            "tmux",
+            "-L",
+            &self.socket,
+            "attach-session",
+            "-t",
+            &format!("={name}"),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn sessions_run_read_type_and_die_on_a_private_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmux = Tmux::new(format!("hephaestus-test-{}", std::process::id()));
+        let mut env = BTreeMap::new();
+        env.insert("GREETING".to_string(), "hello from env".to_string());
+        tmux.new_session(
+            "t1",
+            dir.path(),
+            "echo \"$GREETING in $(pwd)\"; cat",
+            &env,
+            (120, 30),
+        )
+        .unwrap();
+        assert!(tmux.has_session("t1"));
+        assert!(!tmux.has_session("t"), "exact names only");
+        let cwd = dir.path().canonicalize().unwrap().display().to_string();
+        assert!(wait_for(|| tmux
+            .capture("t1", 0)
+            .unwrap()
+            .contains(&format!("hello from env in {cwd}"))));
+
+        tmux.paste("t1", "line one\nline two", &dir.path().join("paste.txt"))
+            .unwrap();
+        tmux.send_key("t1", "Enter").unwrap();
+        assert!(
+            wait_for(|| tmux.capture("t1", 0).unwrap().matches("line two").count() >= 2),
+            "cat echoed the paste"
+        );
+        assert!(tmux.is_alive("t1"));
+        assert_eq!(tmux.list_sessions().unwrap(), vec!["t1".to_string()]);
+
+        tmux.send_key("t1", "C-d").unwrap();
+        assert!(
+            wait_for(|| !tmux.is_alive("t1")),
+            "the pane is dead once cat exits"
+        );
+        assert!(
+            tmux.has_session("t1"),
+            "remain-on-exit keeps the last output"
+        );
+        tmux.kill_session("t1").unwrap();
+        assert!(!tmux.has_session("t1"));
+        tmux.kill_session("t1").unwrap();
+        let _ = Command::new("tmux")
+            .args(["-L", tmux.socket_name(), "kill-server"])
+            .status();
+    }
+}

@@ -1,0 +1,314 @@
+//! The agent manager end to end: real tmux, real git repositories, the real binary and shim, and
+//! a scripted agent program (tests/fixtures/scripted_agent.py) standing in for an agent CLI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Coordinator, project};
+use serde_json::Value;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A project on branch `trunk` (not "main": the base branch is whatever HEAD is on), set up to
+/// spawn the scripted agent.
+fn agent_project(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = project();
+    git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
+    std::fs::write(dir.path().join("README.md"), "demo\n").unwrap();
+    std::fs::write(dir.path().join(".gitignore"), ".hephaestus/\n").unwrap();
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "initial"]);
+    let worktrees = dir.path().with_extension("worktrees");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scripted_agent.py");
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        format!(
+            "[agents]\ncli = \"custom\"\ncustom_command = \"python3 {} --mcp-config {{mcp_config}}\"\nworktrees_dir = \"{}\"\nready_timeout_secs = 20\n{extra}",
+            script.display(),
+            worktrees.display()
+        ),
+    )
+    .unwrap();
+    (dir, worktrees)
+}
+
+/// Stops the agents' private tmux server when a test ends, whatever happened.
+struct TmuxServer(String);
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+fn tmux_of(coord: &Coordinator) -> TmuxServer {
+    TmuxServer(
+        coord.cli(&["status"])["tmux_socket"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn task(coord: &Coordinator, id: &str) -> Value {
+    coord.cli(&["task", "show", id])
+}
+
+fn create(coord: &Coordinator, description: &str, deps: &[&str]) -> String {
+    let mut args = vec![
+        "task",
+        "create",
+        description,
+        "--done",
+        "the files are written",
+    ];
+    for d in deps {
+        args.extend(["--depends-on", d]);
+    }
+    coord.cli(&args)["task"]["id"].as_str().unwrap().to_string()
+}
+
+/// (agent, kind) for every event, in order.
+fn events(dir: &Path) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join(".hephaestus/state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db
+        .prepare("SELECT COALESCE(agent_id, ''), kind FROM agent_events ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branch() {
+    let (dir, worktrees) = agent_project("");
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let _tmux = tmux_of(&coord);
+    // A change of the user's own, uncommitted, in their checkout: merges must not touch it.
+    std::fs::write(dir.path().join("notes.txt"), "my uncommitted notes\n").unwrap();
+
+    let a = create(&coord, "WRITE a.txt: alpha", &[]);
+    let b = create(&coord, "WRITE b.txt: beta", &[&a]);
+    let c = create(&coord, "WRITE c.txt: gamma", &[]);
+    for id in [&a, &b, &c] {
+        wait_until(
+            "all three tasks done and merged",
+            Duration::from_secs(90),
+            || {
+                let t = task(&coord, id);
+                t["status"] == "done" && t["merge_status"] == "merged"
+            },
+        );
+    }
+    assert_eq!(git(dir.path(), &["show", "trunk:a.txt"]), "alpha\n");
+    assert_eq!(git(dir.path(), &["show", "trunk:b.txt"]), "beta\n");
+    assert_eq!(git(dir.path(), &["show", "trunk:c.txt"]), "gamma\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+        "my uncommitted notes\n"
+    );
+    assert!(
+        !dir.path().join("a.txt").exists(),
+        "the user's working tree is not written by a merge"
+    );
+    assert_eq!(task(&coord, &b)["summary"], "wrote b.txt");
+
+    // With a cap of one, each agent ended before the next was created.
+    let evs = events(dir.path());
+    let mut running: Option<String> = None;
+    let mut created = 0;
+    for (agent, kind) in &evs {
+        match kind.as_str() {
+            "created" => {
+                assert!(
+                    running.is_none(),
+                    "agent {agent} started while {running:?} ran: {evs:?}"
+                );
+                running = Some(agent.clone());
+                created += 1;
+            }
+            "terminated" if running.as_deref() == Some(agent.as_str()) => running = None,
+            _ => {}
+        }
+    }
+    assert_eq!(created, 3, "{evs:?}");
+    // The first message was delivered, and confirmed, for every agent.
+    assert_eq!(
+        evs.iter().filter(|(_, k)| k == "prompt_delivered").count(),
+        3,
+        "{evs:?}"
+    );
+
+    // Merged agents leave no worktree and no branch behind; their sessions are gone.
+    wait_until("worktrees removed", Duration::from_secs(10), || {
+        std::fs::read_dir(&worktrees)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    });
+    assert!(
+        git(dir.path(), &["branch", "--list", "hephaestus/*"])
+            .trim()
+            .is_empty()
+    );
+    let agents = coord.cli(&["agents", "list", "--all"]);
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] == "terminated"),
+        "{agents}"
+    );
+}
+
+#[test]
+fn a_conflicting_merge_is_left_undone_and_a_follow_up_resolves_it() {
+    let (dir, _worktrees) = agent_project("");
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "2"]);
+    let _tmux = tmux_of(&coord);
+    let first = create(&coord, "WRITE same.txt: from the first agent", &[]);
+    let second = create(
+        &coord,
+        "SLEEP 2\nWRITE same.txt: from the second agent",
+        &[],
+    );
+
+    wait_until("both tasks done", Duration::from_secs(90), || {
+        task(&coord, &first)["status"] == "done" && task(&coord, &second)["status"] == "done"
+    });
+    wait_until(
+        "the second merge to conflict",
+        Duration::from_secs(30),
+        || task(&coord, &second)["merge_status"] == "conflict",
+    );
+    assert_eq!(task(&coord, &first)["merge_status"], "merged");
+    assert_eq!(
+        task(&coord, &second)["merge_conflict_files"],
+        serde_json::json!(["same.txt"])
+    );
+
+    // The follow-up starts from the conflicting work, merges trunk into it, and then merges back.
+    let follow_up = || {
+        coord
+            .cli(&["task", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| {
+                t["description"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Resolve the merge conflict")
+            })
+            .cloned()
+    };
+    wait_until("a follow-up task", Duration::from_secs(10), || {
+        follow_up().is_some()
+    });
+    let fid = follow_up().unwrap()["id"].as_str().unwrap().to_string();
+    wait_until("the follow-up merged", Duration::from_secs(90), || {
+        let t = task(&coord, &fid);
+        t["status"] == "done" && t["merge_status"] == "merged"
+    });
+    assert_eq!(
+        git(dir.path(), &["show", "trunk:same.txt"]),
+        "from the second agent\n"
+    );
+    let log = git(dir.path(), &["log", "--format=%s", "trunk"]);
+    assert!(log.lines().any(|l| l.starts_with("Merge ")), "{log}");
+}
+
+#[test]
+fn an_agent_that_dies_has_its_task_requeued_and_continued() {
+    let (dir, _worktrees) = agent_project("");
+    let marker = dir.path().with_extension("crash-marker");
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let _tmux = tmux_of(&coord);
+    let id = create(
+        &coord,
+        &format!("CRASH_ONCE {}\nWRITE k.txt: survived", marker.display()),
+        &[],
+    );
+    wait_until(
+        "the task done after a retry",
+        Duration::from_secs(90),
+        || {
+            let t = task(&coord, &id);
+            t["status"] == "done" && t["merge_status"] == "merged"
+        },
+    );
+    assert_eq!(git(dir.path(), &["show", "trunk:k.txt"]), "survived\n");
+    let evs = events(dir.path());
+    assert_eq!(
+        evs.iter().filter(|(_, k)| k == "died").count(),
+        1,
+        "{evs:?}"
+    );
+    assert_eq!(
+        evs.iter().filter(|(_, k)| k == "created").count(),
+        2,
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn a_cli_that_never_connects_fails_its_task_with_what_the_terminal_showed() {
+    let dir = project();
+    git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
+    git(
+        dir.path(),
+        &["commit", "-q", "--allow-empty", "-m", "initial"],
+    );
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        format!(
+            "[agents]\ncli = \"custom\"\ncustom_command = \"echo 'please log in first'; sleep 600\"\nworktrees_dir = \"{}\"\nready_timeout_secs = 2\n",
+            dir.path().with_extension("wt").display()
+        ),
+    )
+    .unwrap();
+    let coord = Coordinator::start_with(dir.path(), &[]);
+    let _tmux = tmux_of(&coord);
+    let id = create(&coord, "anything", &[]);
+    wait_until("the task failed", Duration::from_secs(30), || {
+        task(&coord, &id)["status"] == "failed"
+    });
+    let reason = task(&coord, &id)["failure_reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("custom CLI did not connect"), "{reason}");
+    assert!(reason.contains("please log in first"), "{reason}");
+}
