@@ -165,6 +165,14 @@ pub enum AgentsCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Watch an agent's terminal (tmux attach; detach with C-b d)
+    Attach { id: String },
+    /// Type a message into an agent's terminal
+    Send { id: String, text: String },
+    /// Stop an agent: its task fails, its work stays on its branch
+    Kill { id: String },
+    /// Remove tmux sessions and worktrees that no live agent owns
+    Gc,
     /// Register an agent you run yourself; prints its id and token
     Register {
         #[arg(long)]
@@ -414,6 +422,54 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                         print_agents(&v)
                     }
                 }
+                AgentsCommand::Attach { id } => {
+                    let v = call(&config, Request::AgentShow { id })?;
+                    let (Some(socket), Some(session)) =
+                        (v["tmux_socket"].as_str(), v["tmux_session"].as_str())
+                    else {
+                        anyhow::bail!("agent {} has no terminal", s(&v["id"]));
+                    };
+                    if v["status"] == "terminated" {
+                        anyhow::bail!(
+                            "agent {} has ended; `hephaestus agents --all` shows its last output",
+                            s(&v["id"])
+                        );
+                    }
+                    use std::os::unix::process::CommandExt;
+                    let err = std::process::Command::new("tmux")
+                        .args(["-L", socket, "attach-session", "-t", &format!("={session}")])
+                        .exec();
+                    anyhow::bail!("cannot run tmux attach: {err}");
+                }
+                AgentsCommand::Send { id, text } => {
+                    let v = call(&config, Request::AgentSend { id, text })?;
+                    if json {
+                        print_json(&v)
+                    } else {
+                        println!("{}", s(&v))
+                    }
+                }
+                AgentsCommand::Kill { id } => {
+                    let v = call(&config, Request::AgentKill { id })?;
+                    if json {
+                        print_json(&v)
+                    } else {
+                        println!("{}", s(&v))
+                    }
+                }
+                AgentsCommand::Gc => {
+                    let v = call(&config, Request::AgentGc)?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        let count = |k: &str| v[k].as_array().map(|a| a.len()).unwrap_or(0);
+                        println!(
+                            "removed {} session(s) and {} worktree(s)",
+                            count("sessions_killed"),
+                            count("worktrees_removed")
+                        );
+                    }
+                }
                 AgentsCommand::Register { name, cli } => {
                     let v = call(
                         &config,
@@ -515,11 +571,19 @@ fn print_agents(v: &Value) {
     }
     for a in list {
         println!(
-            "  {} {:<24} [{}] task {}",
+            "  {} {:<20} {:<10} {:>4} task {} {}",
             s(&a["id"]),
             s(&a["name"]),
             s(&a["status"]),
-            a["current_task_id"].as_str().unwrap_or("-")
+            a["age"].as_str().unwrap_or(""),
+            a["current_task_id"]
+                .as_str()
+                .map(|t| &t[..t.len().min(8)])
+                .unwrap_or("-"),
+            a["last_output"]
+                .as_str()
+                .map(|l| format!("| {}", first_line(l, 60)))
+                .unwrap_or_default()
         );
     }
 }

@@ -76,6 +76,21 @@ pub enum Request {
         #[serde(default)]
         all: bool,
     },
+    /// One agent with where it runs (id prefix accepted).
+    AgentShow {
+        id: String,
+    },
+    /// Stops an agent; its task fails and its work stays on its branch.
+    AgentKill {
+        id: String,
+    },
+    /// Types a message into an agent's terminal.
+    AgentSend {
+        id: String,
+        text: String,
+    },
+    /// Removes sessions and worktrees no live agent owns.
+    AgentGc,
     /// Registers an agent that runs outside the agent manager; returns its id and token.
     AgentRegister {
         name: String,
@@ -111,7 +126,7 @@ where
             return Ok(());
         }
         let response = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => match execute(&state, req) {
+            Ok(req) => match execute(&state, req).await {
                 Ok(data) => Response {
                     ok: true,
                     data: Some(data),
@@ -138,7 +153,59 @@ where
     }
 }
 
-fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
+fn manager(
+    state: &Shared,
+) -> Result<&std::sync::Arc<crate::agents::manager::AgentManager>, OpError> {
+    state.manager.get().ok_or_else(|| {
+        OpError::Invalid("agent spawning is off in this coordinator (serve --no-agents, or [agents] enabled = false)".into())
+    })
+}
+
+fn agent_op(e: anyhow::Error) -> OpError {
+    OpError::Invalid(format!("{e:#}"))
+}
+
+/// Agents with their CLI, task, age and the last line their terminal shows.
+fn agent_rows(state: &Shared, all: bool) -> Result<Value, OpError> {
+    let store = &state.store;
+    let runtimes: std::collections::HashMap<String, crate::store::AgentRuntime> = store
+        .all_managed_agents()?
+        .into_iter()
+        .map(|r| (r.agent_id.clone(), r))
+        .collect();
+    let tmux = crate::agents::tmux::Tmux::new(state.config.agents.tmux_socket.clone());
+    let now = crate::time::now_ms();
+    let rows = store
+        .list_agents(all)?
+        .into_iter()
+        .map(|a| {
+            let rt = runtimes.get(&a.id);
+            let last_output = rt
+                .and_then(|r| {
+                    r.tmux_session
+                        .as_deref()
+                        .filter(|_| a.status != "terminated")
+                })
+                .and_then(|s| tmux.capture(s, 0).ok())
+                .and_then(|text| {
+                    text.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .map(|l| l.trim().to_string())
+                });
+            let mut v = json!(a);
+            v["age"] = json!(rt.map(|r| crate::time::age(r.created_at_ms, now)));
+            v["tmux_session"] = json!(rt.and_then(|r| r.tmux_session.clone()));
+            v["branch"] = json!(rt.and_then(|r| r.branch.clone()));
+            v["merge_status"] = json!(rt.and_then(|r| r.merge_status.clone()));
+            v["last_output"] = json!(last_output);
+            v
+        })
+        .collect();
+    Ok(Value::Array(rows))
+}
+
+async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
     let store = &state.store;
     Ok(match req {
         Request::Status => json!({
@@ -217,7 +284,30 @@ fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             json!({"workflow": workflow, "first_task": first_task})
         }
         Request::WorkflowShow { id } => json!(store.get_workflow(&id)?),
-        Request::AgentList { all } => json!(store.list_agents(all)?),
+        Request::AgentList { all } => {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || agent_rows(&state, all))
+                .await
+                .map_err(|e| OpError::Internal(e.into()))??
+        }
+        Request::AgentShow { id } => {
+            let rt = crate::agents::manager::resolve_agent(store, &id).map_err(agent_op)?;
+            json!({
+                "id": rt.agent_id,
+                "status": rt.status,
+                "task_id": rt.task_id,
+                "tmux_session": rt.tmux_session,
+                "tmux_socket": state.config.agents.tmux_socket,
+                "worktree": rt.worktree_path,
+                "branch": rt.branch,
+                "events": store.agent_events(&rt.agent_id)?.into_iter().map(|(k, m, _)| json!({"kind": k, "message": m})).collect::<Vec<_>>(),
+            })
+        }
+        Request::AgentKill { id } => json!(manager(state)?.kill(&id).await.map_err(agent_op)?),
+        Request::AgentSend { id, text } => {
+            json!(manager(state)?.send(&id, &text).await.map_err(agent_op)?)
+        }
+        Request::AgentGc => json!(manager(state)?.gc().await.map_err(agent_op)?),
         Request::AgentRegister { name, cli_type } => {
             let (agent, token) = store.register_agent(&name, cli_type.as_deref())?;
             json!({"agent": agent, "token": token})

@@ -65,7 +65,11 @@ pub fn serve(config: Config) -> Result<()> {
         let state = Arc::new(AppState::new(store.clone(), config.clone()));
         let manager = if config.agents.enabled {
             match crate::agents::manager::AgentManager::new(state.clone()) {
-                Ok(m) => Some(tokio::spawn(Arc::new(m).run(shutdown.clone()))),
+                Ok(m) => {
+                    let m = Arc::new(m);
+                    let _ = state.manager.set(m.clone());
+                    Some(tokio::spawn(m.run(shutdown.clone())))
+                }
                 Err(e) => {
                     tracing::error!("agents will not be spawned: {e:#}");
                     None

@@ -1,9 +1,10 @@
 //! What every connection handler shares: the store, the configuration, the start time, and the
 //! signals the agent manager listens to.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use crate::agents::manager::AgentManager;
 use crate::agents::signals::AgentSignals;
 use crate::config::Config;
 use crate::store::Store;
@@ -13,6 +14,8 @@ pub struct AppState {
     pub config: Config,
     pub started: Instant,
     pub signals: AgentSignals,
+    /// Set once when agent spawning is on.
+    pub manager: OnceLock<Arc<AgentManager>>,
 }
 
 impl AppState {
@@ -22,6 +25,7 @@ impl AppState {
             config,
             started: Instant::now(),
             signals: AgentSignals::default(),
+            manager: OnceLock::new(),
         }
     }
 }

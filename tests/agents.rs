@@ -312,3 +312,110 @@ fn a_cli_that_never_connects_fails_its_task_with_what_the_terminal_showed() {
     assert!(reason.contains("custom CLI did not connect"), "{reason}");
     assert!(reason.contains("please log in first"), "{reason}");
 }
+
+#[test]
+fn people_can_watch_message_stop_and_clean_up_agents() {
+    let (dir, worktrees) = agent_project("");
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let tmux = tmux_of(&coord);
+    let id = create(&coord, "SLEEP 60\nWRITE never.txt: x", &[]);
+    wait_until("the agent at work", Duration::from_secs(60), || {
+        events(dir.path())
+            .iter()
+            .any(|(_, k)| k == "prompt_delivered")
+    });
+    let listed = coord.cli(&["agents"]);
+    let agent = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "managed")
+        .unwrap()
+        .clone();
+    let agent_id = agent["id"].as_str().unwrap().to_string();
+    assert_eq!(agent["current_task_id"], serde_json::json!(id));
+    assert_eq!(agent["status"], "working");
+    assert!(
+        agent["last_output"]
+            .as_str()
+            .unwrap()
+            .starts_with("received a first message of"),
+        "{agent}"
+    );
+
+    // A person's message is typed into the agent's terminal (the tty echoes it).
+    coord.cli(&["agents", "send", &agent_id[..8], "please hurry"]);
+    wait_until("the message in the pane", Duration::from_secs(10), || {
+        coord.cli(&["agents"])[0]["last_output"]
+            .as_str()
+            .is_some_and(|l| l.contains("please hurry"))
+    });
+
+    // Stopping it fails the task (no retry) and keeps its branch.
+    let stopped = coord.cli(&["agents", "kill", &agent_id[..8]]);
+    assert!(
+        stopped.as_str().unwrap().contains("stopped agent"),
+        "{stopped}"
+    );
+    let t = task(&coord, &id);
+    assert_eq!(t["status"], "failed");
+    assert!(
+        t["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped by a person")
+    );
+    let branch = format!("hephaestus/agent-{}", &agent_id[..8]);
+    assert!(git(dir.path(), &["branch", "--list", &branch]).contains(&branch));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        coord.cli(&["agents", "list", "--all"])[0]["status"],
+        "terminated"
+    );
+    assert!(
+        coord.cli(&["agents"]).as_array().unwrap().is_empty(),
+        "no agent was started for a killed task"
+    );
+
+    // Leftovers no agent owns: a session on our tmux server and a worktree.
+    let out = Command::new("tmux")
+        .args([
+            "-L",
+            &tmux.0,
+            "new-session",
+            "-d",
+            "-s",
+            "hep-deadbeef",
+            "sleep 300",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::create_dir_all(&worktrees).unwrap();
+    let orphan = worktrees.join("agent-cafebabe");
+    git(
+        dir.path(),
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "hephaestus/agent-cafebabe",
+            orphan.to_str().unwrap(),
+        ],
+    );
+    let report = coord.cli(&["agents", "gc"]);
+    assert_eq!(
+        report["sessions_killed"],
+        serde_json::json!(["hep-deadbeef"]),
+        "{report}"
+    );
+    assert_eq!(
+        report["worktrees_removed"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert!(!orphan.exists());
+    let again = coord.cli(&["agents", "gc"]);
+    assert_eq!(again["sessions_killed"], serde_json::json!([]));
+}

@@ -691,10 +691,8 @@ impl AgentManager {
     }
 
     async fn handle_dead(&self, rt: crate::store::AgentRuntime) {
-        if rt.task_id.is_none() {
-            // It reported its task finished and exited: `finish` takes care of it.
-            return;
-        }
+        // Agents whose task just ended are busy (being finished) by the time this runs, so an
+        // agent with no task here is a leftover (e.g. from before a restart): just end it.
         let store = &self.state.store;
         let agent_id = rt.agent_id.clone();
         let session = rt.tmux_session.clone().unwrap_or_default();
@@ -753,6 +751,179 @@ impl AgentManager {
         self.release_slot(&agent_id);
         self.state.signals.forget(&agent_id);
         self.state.signals.queue_changed();
+    }
+}
+
+/// What `agents gc` removed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    pub sessions_killed: Vec<String>,
+    pub worktrees_removed: Vec<String>,
+}
+
+impl AgentManager {
+    /// The managed agent whose id starts with `prefix` (at least 4 characters).
+    pub fn resolve(&self, prefix: &str) -> Result<crate::store::AgentRuntime> {
+        resolve_agent(&self.state.store, prefix)
+    }
+
+    /// Stops an agent at a person's request: its task fails (it is not retried), its work is
+    /// committed on its branch and kept there.
+    pub async fn kill(&self, prefix: &str) -> Result<String> {
+        let rt = self.resolve(prefix)?;
+        if rt.status == "terminated" {
+            anyhow::bail!("agent {} has already ended", rt.agent_id);
+        }
+        if self.is_busy(&rt.agent_id) {
+            anyhow::bail!(
+                "agent {} is starting or finishing right now; try again in a few seconds",
+                rt.agent_id
+            );
+        }
+        self.set_busy(&rt.agent_id, true);
+        let store = &self.state.store;
+        let session = rt.tmux_session.clone().unwrap_or_default();
+        let output = {
+            let (tmux, s) = (self.tmux.clone(), session.clone());
+            self.blocking(move || tmux.capture(&s, 10_000))
+                .await
+                .unwrap_or_default()
+        };
+        let _ = store.log_event_with(
+            Some(&rt.agent_id),
+            rt.task_id.as_deref(),
+            "killed",
+            "stopped by a person",
+            Some(&output),
+        );
+        let commit = self
+            .stop_and_commit(&rt, "[hephaestus] work of an agent stopped by a person")
+            .await
+            .ok()
+            .flatten();
+        if let Some(task) = &rt.task_id {
+            let _ = store.fail_task(
+                task,
+                "the agent was stopped by a person (hephaestus agents kill)",
+            );
+        }
+        let _ = store.set_agent_merge(&rt.agent_id, "abandoned", None);
+        self.remove_worktree(&rt.agent_id, false).await;
+        let _ = store.terminate_agent(&rt.agent_id);
+        self.release_slot(&rt.agent_id);
+        self.set_busy(&rt.agent_id, false);
+        self.state.signals.forget(&rt.agent_id);
+        self.state.signals.queue_changed();
+        Ok(match (rt.branch, commit) {
+            (Some(b), Some(c)) => format!(
+                "stopped agent {}; its work is committed on {b} at {c}",
+                rt.agent_id
+            ),
+            (Some(b), None) => format!("stopped agent {}; its branch {b} is kept", rt.agent_id),
+            _ => format!("stopped agent {}", rt.agent_id),
+        })
+    }
+
+    /// Types a person's message into an agent's terminal.
+    pub async fn send(&self, prefix: &str, text: &str) -> Result<String> {
+        let rt = self.resolve(prefix)?;
+        let Some(session) = rt
+            .tmux_session
+            .clone()
+            .filter(|_| rt.status != "terminated")
+        else {
+            anyhow::bail!("agent {} is not running", rt.agent_id);
+        };
+        let dir = adapters::agent_dir(&self.state.config.data_dir, id8(&rt.agent_id));
+        self.type_message(&session, text, &dir).await?;
+        self.state.store.log_event(
+            Some(&rt.agent_id),
+            rt.task_id.as_deref(),
+            "message_from_person",
+            text,
+        )?;
+        Ok(format!("sent to agent {}", rt.agent_id))
+    }
+
+    async fn type_message(
+        &self,
+        session: &str,
+        text: &str,
+        agent_dir: &std::path::Path,
+    ) -> Result<()> {
+        let tmux = self.tmux.clone();
+        let (s, t, scratch) = (
+            session.to_string(),
+            text.to_string(),
+            agent_dir.join("paste.txt"),
+        );
+        self.blocking(move || {
+            tmux.paste(&s, &t, &scratch)?;
+            std::thread::sleep(Duration::from_millis(150));
+            tmux.send_key(&s, "Enter")
+        })
+        .await
+    }
+
+    /// Removes what no live agent owns: sessions on our tmux server and agent worktrees.
+    /// Branches of merged agents go too; other branches stay, they may hold work.
+    pub async fn gc(&self) -> Result<GcReport> {
+        let store = &self.state.store;
+        let agents = store.all_managed_agents()?;
+        let live: HashSet<String> = agents
+            .iter()
+            .filter(|a| a.status != "terminated" || self.is_busy(&a.agent_id))
+            .map(|a| id8(&a.agent_id).to_string())
+            .collect();
+        let prefix = format!("{}-", self.state.config.agents.session_prefix);
+        let mut report = GcReport::default();
+        let tmux = self.tmux.clone();
+        let sessions = self.blocking(move || tmux.list_sessions()).await?;
+        for s in sessions {
+            let Some(id) = s.strip_prefix(&prefix) else {
+                continue;
+            };
+            if !live.contains(id) {
+                let (tmux, name) = (self.tmux.clone(), s.clone());
+                self.blocking(move || tmux.kill_session(&name)).await?;
+                report.sessions_killed.push(s);
+            }
+        }
+        let wt = self.worktrees.clone();
+        let worktrees = self.blocking(move || wt.list()).await?;
+        for (id, path) in worktrees {
+            if live.contains(&id) {
+                continue;
+            }
+            let merged = agents
+                .iter()
+                .any(|a| id8(&a.agent_id) == id && a.merge_status.as_deref() == Some("merged"));
+            let wt = self.worktrees.clone();
+            let i = id.clone();
+            self.blocking(move || wt.remove(&i, merged)).await?;
+            report.worktrees_removed.push(path.display().to_string());
+        }
+        Ok(report)
+    }
+}
+
+/// The managed agent whose id starts with `prefix`.
+pub fn resolve_agent(
+    store: &crate::store::Store,
+    prefix: &str,
+) -> Result<crate::store::AgentRuntime> {
+    if prefix.len() < 4 {
+        anyhow::bail!("give at least 4 characters of the agent id");
+    }
+    let matches: Vec<_> = store
+        .all_managed_agents()?
+        .into_iter()
+        .filter(|a| a.agent_id.starts_with(prefix))
+        .collect();
+    match matches.len() {
+        0 => anyhow::bail!("no agent id starts with {prefix}: see `hephaestus agents --all`"),
+        1 => Ok(matches.into_iter().next().expect("one match")),
+        n => anyhow::bail!("{n} agents start with {prefix}: give more of the id"),
     }
 }
 
