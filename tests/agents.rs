@@ -343,6 +343,32 @@ fn people_can_watch_message_stop_and_clean_up_agents() {
         "{agent}"
     );
 
+    // Another agent's message (here: a person's own MCP session) waits until the agent is
+    // between turns, then is typed into its terminal.
+    let mut person = common::RawShim::spawn(&coord, None);
+    person.initialize("claude-code");
+    let sent = person.tool_ok(
+        "send_message",
+        serde_json::json!({"recipient_agent_id": agent_id, "message": "the API moved to v2"}),
+    );
+    assert_eq!(sent["recipients"], serde_json::json!([agent_id]));
+    wait_until(
+        "the message typed into the pane",
+        Duration::from_secs(20),
+        || {
+            events(dir.path())
+                .iter()
+                .any(|(_, k)| k == "messages_typed")
+        },
+    );
+    wait_until("the message visible", Duration::from_secs(10), || {
+        coord.cli(&["agents"]).as_array().unwrap().iter().any(|a| {
+            a["last_output"]
+                .as_str()
+                .is_some_and(|l| l.contains("the API moved to v2"))
+        })
+    });
+
     // A person's message is typed into the agent's terminal (the tty echoes it).
     coord.cli(&["agents", "send", &agent_id[..8], "please hurry"]);
     wait_until("the message in the pane", Duration::from_secs(10), || {
@@ -368,12 +394,20 @@ fn people_can_watch_message_stop_and_clean_up_agents() {
     let branch = format!("hephaestus/agent-{}", &agent_id[..8]);
     assert!(git(dir.path(), &["branch", "--list", &branch]).contains(&branch));
     std::thread::sleep(Duration::from_secs(3));
+    let managed = |v: Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "managed")
+            .cloned()
+            .collect()
+    };
     assert_eq!(
-        coord.cli(&["agents", "list", "--all"])[0]["status"],
+        managed(coord.cli(&["agents", "list", "--all"]))[0]["status"],
         "terminated"
     );
     assert!(
-        coord.cli(&["agents"]).as_array().unwrap().is_empty(),
+        managed(coord.cli(&["agents"])).is_empty(),
         "no agent was started for a killed task"
     );
 

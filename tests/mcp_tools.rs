@@ -339,14 +339,17 @@ async fn tools_list_matches_the_snapshot() {
     assert_eq!(
         names,
         [
+            "broadcast_message",
             "create_task",
             "get_agent_status",
+            "get_messages",
             "get_task",
             "get_tasks",
             "get_workflow_execution",
             "health_check",
             "list_workflow_definitions",
             "list_workflow_executions",
+            "send_message",
             "start_workflow_execution",
             "update_task_status"
         ]
@@ -378,4 +381,40 @@ async fn tools_list_matches_the_snapshot() {
         "tools/list changed; review it and rerun with UPDATE_SNAPSHOTS=1"
     );
     client.cancel().await.unwrap();
+}
+
+#[test]
+fn agents_message_each_other_through_inboxes() {
+    let dir = project();
+    let coord = Coordinator::start(dir.path());
+    let (a, a_token) = coord.register_agent("a");
+    let (b, b_token) = coord.register_agent("b");
+    let mut sa = RawShim::spawn(&coord, Some((&a, &a_token)));
+    sa.initialize("codex");
+    let mut sb = RawShim::spawn(&coord, Some((&b, &b_token)));
+    sb.initialize("gemini-cli");
+
+    sa.tool_ok(
+        "send_message",
+        json!({"recipient_agent_id": b, "message": "schema is in db/schema.sql"}),
+    );
+    let refused = sa.tool_refused(
+        "send_message",
+        json!({"recipient_agent_id": "nobody", "message": "x"}),
+    );
+    assert!(refused.contains("no agent with id nobody"), "{refused}");
+    let inbox = sb.tool_ok("get_messages", json!({}));
+    assert_eq!(inbox["messages"][0]["body"], "schema is in db/schema.sql");
+    assert_eq!(inbox["messages"][0]["from_agent_id"], json!(a));
+    assert_eq!(sb.tool_ok("get_messages", json!({}))["messages"], json!([]));
+
+    let sent = sb.tool_ok(
+        "broadcast_message",
+        json!({"message": "tests are red on trunk"}),
+    );
+    assert_eq!(sent["recipients"], json!([a]));
+    let limited = sb.tool_refused("broadcast_message", json!({"message": "again"}));
+    assert!(limited.contains("wait"), "{limited}");
+    let inbox = sa.tool_ok("get_messages", json!({}));
+    assert_eq!(inbox["messages"][0]["broadcast"], true);
 }

@@ -43,6 +43,9 @@ pub struct AgentManager {
     exe: PathBuf,
     /// Agents being started or finished: the dead-agent check leaves them alone.
     busy: Arc<Mutex<HashSet<String>>>,
+    /// Each agent's last pane text hash and when it last changed: a pane that stays the same
+    /// means the agent is between turns, the only time a message may be typed into it.
+    panes: Mutex<HashMap<String, (u64, std::time::Instant)>>,
     /// Agents this manager started and has not yet finished (their session may still be
     /// closing): each holds one of the `max_concurrent_agents` slots until it is terminated.
     slots: Arc<Mutex<HashSet<String>>>,
@@ -77,6 +80,7 @@ impl AgentManager {
             exe,
             busy: Arc::new(Mutex::new(HashSet::new())),
             slots: Arc::new(Mutex::new(HashSet::new())),
+            panes: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             state,
         })
@@ -97,6 +101,7 @@ impl AgentManager {
                 self.spawn_finish(agent, task);
             }
             self.check_dead().await;
+            self.type_messages().await;
             self.fill().await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -663,6 +668,72 @@ impl AgentManager {
             }
         }
         Ok(())
+    }
+
+    /// Types waiting inbox messages into the terminals of agents that are between turns.
+    async fn type_messages(&self) {
+        const QUIET: Duration = Duration::from_secs(2);
+        let Ok(agents) = self.state.store.live_managed_agents() else {
+            return;
+        };
+        for rt in agents {
+            if self.is_busy(&rt.agent_id) || rt.task_id.is_none() {
+                continue;
+            }
+            let Ok(pending) = self.state.store.untyped_messages(&rt.agent_id) else {
+                continue;
+            };
+            if pending.is_empty() {
+                continue;
+            }
+            let Some(session) = rt.tmux_session.clone() else {
+                continue;
+            };
+            let (tmux, s) = (self.tmux.clone(), session.clone());
+            let Ok(pane) = self.blocking(move || tmux.capture(&s, 0)).await else {
+                continue;
+            };
+            let hash = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                pane.hash(&mut h);
+                h.finish()
+            };
+            let quiet = {
+                let mut panes = self.panes.lock().unwrap_or_else(|e| e.into_inner());
+                let now = std::time::Instant::now();
+                let entry = panes.entry(rt.agent_id.clone()).or_insert((hash, now));
+                if entry.0 != hash {
+                    *entry = (hash, now);
+                }
+                now.duration_since(entry.1) >= QUIET
+            };
+            if !quiet {
+                continue;
+            }
+            let mut text =
+                String::from("[Hephaestus] Message(s) for you (get_messages returns them too):");
+            for (_, from, body) in &pending {
+                text.push_str(&format!(
+                    "\n- from {}: {}",
+                    from.as_deref().unwrap_or("a person"),
+                    body
+                ));
+            }
+            let dir = adapters::agent_dir(&self.state.config.data_dir, id8(&rt.agent_id));
+            if let Err(e) = self.type_message(&session, &text, &dir).await {
+                tracing::warn!(agent = %rt.agent_id, "cannot type messages: {e:#}");
+                continue;
+            }
+            let ids: Vec<i64> = pending.iter().map(|m| m.0).collect();
+            let _ = self.state.store.mark_typed(&ids);
+            let _ = self.state.store.log_event(
+                Some(&rt.agent_id),
+                rt.task_id.as_deref(),
+                "messages_typed",
+                &format!("{} message(s)", ids.len()),
+            );
+        }
     }
 
     /// Agents whose program exited or whose session vanished without finishing their task.

@@ -5,6 +5,7 @@
 //! `///` docs are the agents' contract. A failure the agent can act on is a tool result with
 //! `isError: true`; bad parameters are JSON-RPC -32602 (rmcp answers those).
 
+mod messages;
 mod status;
 mod tasks;
 pub mod transport;
@@ -68,7 +69,10 @@ impl McpSession {
 }
 
 static ROUTER: LazyLock<ToolRouter<McpSession>> = LazyLock::new(|| {
-    McpSession::task_tools() + McpSession::workflow_tools() + McpSession::status_tools()
+    McpSession::task_tools()
+        + McpSession::workflow_tools()
+        + McpSession::status_tools()
+        + McpSession::message_tools()
 });
 
 /// The tool router, built once for all connections.

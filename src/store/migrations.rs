@@ -1,7 +1,7 @@
 //! Numbered, append-only schema migrations. Never edit a shipped migration: add the next one.
 
 /// `(version, sql)`; applied in order inside one transaction each, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 const V1: &str = r#"
 CREATE TABLE workflow_definitions (
@@ -131,4 +131,23 @@ ALTER TABLE tasks ADD COLUMN base_ref TEXT;
 -- merged | up_to_date | conflict
 ALTER TABLE tasks ADD COLUMN merge_status TEXT;
 ALTER TABLE tasks ADD COLUMN merge_conflict_files TEXT NOT NULL DEFAULT '[]';
+"#;
+
+/// Messages between agents: a persistent inbox per agent.
+const V3: &str = r#"
+CREATE TABLE messages (
+    id                 INTEGER PRIMARY KEY,
+    sender_agent_id    TEXT REFERENCES agents(id),
+    recipient_agent_id TEXT NOT NULL REFERENCES agents(id),
+    broadcast          INTEGER NOT NULL DEFAULT 0,
+    body               TEXT NOT NULL,
+    created_at         INTEGER NOT NULL,
+    -- Typed into the recipient's terminal by the agent manager.
+    typed_at           INTEGER,
+    -- Returned to the recipient by get_messages.
+    read_at            INTEGER
+);
+CREATE INDEX messages_inbox ON messages(recipient_agent_id, read_at);
+CREATE INDEX messages_untyped ON messages(typed_at, recipient_agent_id);
+CREATE INDEX messages_broadcasts ON messages(sender_agent_id, broadcast, created_at);
 "#;
