@@ -165,6 +165,8 @@ pub enum AgentsCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Show one agent: where it works and what happened to it
+    Show { id: String },
     /// Watch an agent's terminal (tmux attach; detach with C-b d)
     Attach { id: String },
     /// Type a message into an agent's terminal
@@ -420,6 +422,33 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                         print_json(&v)
                     } else {
                         print_agents(&v)
+                    }
+                }
+                AgentsCommand::Show { id } => {
+                    let v = call(&config, Request::AgentShow { id })?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        println!("agent {} [{}]", s(&v["id"]), s(&v["status"]));
+                        println!("  task:     {}", v["task_id"].as_str().unwrap_or("-"));
+                        println!("  worktree: {}", v["worktree"].as_str().unwrap_or("-"));
+                        println!("  branch:   {}", v["branch"].as_str().unwrap_or("-"));
+                        println!(
+                            "  terminal: tmux -L {} attach -t {}",
+                            s(&v["tmux_socket"]),
+                            s(&v["tmux_session"])
+                        );
+                        for e in v["events"].as_array().into_iter().flatten() {
+                            let at = e["at_ms"]
+                                .as_i64()
+                                .map(crate::time::rfc3339)
+                                .unwrap_or_default();
+                            println!(
+                                "  {at} {:<16} {}",
+                                s(&e["kind"]),
+                                first_line(s(&e["message"]), 80)
+                            );
+                        }
                     }
                 }
                 AgentsCommand::Attach { id } => {

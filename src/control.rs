@@ -300,7 +300,7 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 "tmux_socket": state.config.agents.tmux_socket,
                 "worktree": rt.worktree_path,
                 "branch": rt.branch,
-                "events": store.agent_events(&rt.agent_id)?.into_iter().map(|(k, m, _)| json!({"kind": k, "message": m})).collect::<Vec<_>>(),
+                "events": store.agent_events(&rt.agent_id)?,
             })
         }
         Request::AgentKill { id } => json!(manager(state)?.kill(&id).await.map_err(agent_op)?),

@@ -314,6 +314,12 @@ impl AgentManager {
                 settings.ready_timeout_secs
             ));
         }
+        store.log_event(
+            Some(agent_id),
+            Some(&task.id),
+            "connected",
+            "the agent's MCP server initialized",
+        )?;
         // Let the input box finish drawing: wait for the pane to stop changing.
         self.settle(&session).await;
 

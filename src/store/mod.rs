@@ -25,6 +25,16 @@ pub use runtime::AgentRuntime;
 pub use tasks::{NewTask, StatusUpdate, TaskFilter, TaskView};
 pub use workflows::{NewWorkflow, PhaseView, WorkflowDefinitionView, WorkflowView};
 
+/// One entry of an agent's event log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentEvent {
+    pub kind: String,
+    pub message: String,
+    /// Long text such as the agent's final terminal output.
+    pub details: Option<String>,
+    pub at_ms: i64,
+}
+
 /// An error a caller can act on, or an internal fault.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -143,15 +153,20 @@ impl Store {
         Ok(())
     }
 
-    /// An agent's events, oldest first: (kind, message, details).
-    pub fn agent_events(&self, agent_id: &str) -> OpResult<Vec<(String, String, Option<String>)>> {
+    /// An agent's events, oldest first.
+    pub fn agent_events(&self, agent_id: &str) -> OpResult<Vec<AgentEvent>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT kind, message, details FROM agent_events WHERE agent_id = ?1 ORDER BY id",
+            "SELECT kind, message, details, created_at FROM agent_events WHERE agent_id = ?1 ORDER BY id",
         )?;
         let rows = stmt
             .query_map(rusqlite::params![agent_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok(AgentEvent {
+                    kind: r.get(0)?,
+                    message: r.get(1)?,
+                    details: r.get(2)?,
+                    at_ms: r.get(3)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)

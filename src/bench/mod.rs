@@ -13,8 +13,33 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+mod agents;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Suite {
+    /// Tool calls through the shim, socket and coordinator
+    Mcp,
+    /// Agent spawning, worktrees vs clones, merge-back
+    Agents,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// What to measure
+    #[arg(value_enum, default_value = "mcp")]
+    suite: Suite,
+    /// Where to put the benchmark's files (e.g. /dev/shm to leave the disk out of it)
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// agents: files in the generated repository
+    #[arg(long, default_value_t = 5_000)]
+    files: usize,
+    /// agents: agents spawned one after another
+    #[arg(long, default_value_t = 5)]
+    spawns: usize,
+    /// agents: the scripted agent program that stands in for an agent CLI
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/scripted_agent.py"))]
+    agent_script: PathBuf,
     /// Sequential get_task calls through one shim
     #[arg(long, default_value_t = 10_000)]
     calls: usize,
@@ -32,12 +57,12 @@ pub struct BenchArgs {
     cold_starts: usize,
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
+pub(crate) struct Stats {
+    pub p50: Duration,
+    pub p99: Duration,
 }
 
-fn stats(mut samples: Vec<Duration>) -> Stats {
+pub(crate) fn stats(mut samples: Vec<Duration>) -> Stats {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     Stats {
@@ -50,7 +75,7 @@ fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
@@ -244,9 +269,16 @@ fn start_coordinator(exe: &Path, project: &Path) -> Result<Coordinator> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let exe = std::env::current_exe()?;
-    let dir = std::env::temp_dir().join(format!("hephaestus-bench-{}", std::process::id()));
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("hephaestus-bench-{}", std::process::id()));
     std::fs::create_dir_all(dir.join(".hephaestus"))?;
-    let result = run_in(&args, &exe, &dir);
+    let result = match args.suite {
+        Suite::Mcp => run_in(&args, &exe, &dir),
+        Suite::Agents => agents::run(&args, &exe, &dir),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
