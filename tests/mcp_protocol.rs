@@ -139,3 +139,32 @@ fn stdin_eof_ends_the_shim_cleanly() {
         .expect("shim exits on stdin EOF");
     assert!(status.success(), "{status}");
 }
+
+/// Claude Code 2.1 speaks the 2026-07-28 lifecycle: `server/discover`, then requests that carry
+/// the client's details in `_meta`, and never `initialize`. Such a client still gets an identity.
+#[test]
+fn a_client_that_never_initializes_is_served_and_named() {
+    let dir = project();
+    let coord = Coordinator::start(dir.path());
+    let mut shim = RawShim::spawn(&coord, None);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "claude-code", "version": "2.1.331"}
+    });
+    let discovered = shim.request("server/discover", json!({"_meta": meta}));
+    assert!(discovered.get("result").is_some(), "{discovered}");
+    let listed = shim.request("tools/list", json!({"_meta": meta}));
+    assert!(
+        listed["result"]["tools"].as_array().unwrap().len() >= 10,
+        "{listed}"
+    );
+    let status = shim.request(
+        "tools/call",
+        json!({"name": "get_agent_status", "arguments": {}, "_meta": meta}),
+    );
+    assert_eq!(
+        status["result"]["structuredContent"]["you"]["name"], "external:claude-code",
+        "{status}"
+    );
+}

@@ -1,5 +1,6 @@
 //! How each agent CLI is launched: its command line, how it gets its system prompt and first
-//! message, and how it is given our MCP server for this agent only. Pure: builds commands and
+//! message, how it is given our MCP server for this agent only, and what it needs to run
+//! unattended. Pure apart from one snapshot of the host (`Host::current`): builds commands and
 //! file contents; the manager writes and runs them.
 
 use std::collections::BTreeMap;
@@ -73,6 +74,30 @@ pub struct LaunchSpec {
     pub prompt_in_first_message: bool,
 }
 
+/// What the adapters need to know about the machine and the coordinator's environment. The
+/// agent CLI runs in tmux with the coordinator's environment (the private tmux server is started
+/// by the coordinator, so it inherits it), plus `LaunchSpec::env`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Host {
+    pub is_root: bool,
+    /// `ANTHROPIC_API_KEY`: Claude Code asks before using a key it has not seen approved.
+    pub anthropic_api_key: Option<String>,
+    /// The user's own `CLAUDE_CONFIG_DIR`, where their Claude Code login lives when it is set.
+    pub claude_config_dir: Option<String>,
+}
+
+impl Host {
+    /// A snapshot of the coordinator process.
+    pub fn current() -> Host {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Host {
+            is_root: unsafe { libc::geteuid() } == 0,
+            anthropic_api_key: var("ANTHROPIC_API_KEY"),
+            claude_config_dir: var("CLAUDE_CONFIG_DIR"),
+        }
+    }
+}
+
 /// Single-quotes `s` for `sh`.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -100,6 +125,62 @@ fn mcp_servers_json(l: &AgentLaunch) -> String {
 }
 
 pub fn launch_spec(kind: CliKind, l: &AgentLaunch) -> Result<LaunchSpec> {
+    launch_spec_on(kind, l, &Host::current())
+}
+
+/// Claude Code's state for one agent: `CLAUDE_CONFIG_DIR` is the agent's own directory, which
+/// already exists and is private (0700, outside the worktree), so both files sit directly in it.
+/// A config dir rather than a per-agent `HOME`: the agent's shell commands keep the user's real
+/// home (git identity, ssh keys, package caches), and nothing but Claude Code's own state moves.
+///
+/// Login: an API key in the environment reaches the CLI as it is and is pre-approved here. A
+/// subscription login (`.credentials.json`, or the keychain on macOS) is not copied: a copy would
+/// fork the OAuth refresh token, and Claude Code refuses a symlinked credentials file.
+/// `CLAUDE_SECURESTORAGE_CONFIG_DIR` points its credential store back at the user's own (empty
+/// means the default: `~/.claude`, and the unsuffixed keychain item), so every agent shares the
+/// user's login and its refreshes, as the user's own parallel sessions do.
+fn claude_state(
+    l: &AgentLaunch,
+    host: &Host,
+    env: &mut BTreeMap<String, String>,
+) -> Vec<(PathBuf, String)> {
+    let mut global = json!({
+        "hasCompletedOnboarding": true,
+        "projects": {l.worktree.display().to_string(): {"hasTrustDialogAccepted": true}},
+    });
+    if let Some(key) = &host.anthropic_api_key {
+        // Claude Code remembers approved keys by their last 20 characters.
+        let key = key.trim();
+        let tail = key
+            .char_indices()
+            .rev()
+            .nth(19)
+            .map_or(key, |(i, _)| &key[i..]);
+        global["customApiKeyResponses"] = json!({"approved": [tail], "rejected": []});
+    }
+    env.insert(
+        "CLAUDE_CONFIG_DIR".into(),
+        l.agent_dir.display().to_string(),
+    );
+    env.insert(
+        "CLAUDE_SECURESTORAGE_CONFIG_DIR".into(),
+        host.claude_config_dir.clone().unwrap_or_default(),
+    );
+    vec![
+        (
+            l.agent_dir.join(".claude.json"),
+            serde_json::to_string_pretty(&global).expect("json"),
+        ),
+        (
+            l.agent_dir.join("settings.json"),
+            serde_json::to_string_pretty(&json!({"skipDangerousModePermissionPrompt": true}))
+                .expect("json"),
+        ),
+    ]
+}
+
+/// `launch_spec` for a given host.
+pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<LaunchSpec> {
     let system_file = l.agent_dir.join("system_prompt.md");
     let mut files = vec![(system_file.clone(), l.system_prompt.clone())];
     let mut env = BTreeMap::new();
@@ -113,9 +194,10 @@ pub fn launch_spec(kind: CliKind, l: &AgentLaunch) -> Result<LaunchSpec> {
         CliKind::Claude => {
             let mcp = l.agent_dir.join("mcp.json");
             files.push((mcp.clone(), mcp_servers_json(l)));
+            files.extend(claude_state(l, host, &mut env));
             // Without this Claude Code defers MCP tools behind a search tool.
             env.insert("ENABLE_TOOL_SEARCH".into(), "false".into());
-            if unsafe { libc::geteuid() } == 0 {
+            if host.is_root {
                 // Claude Code refuses --dangerously-skip-permissions as root outside a sandbox.
                 env.insert("IS_SANDBOX".into(), "1".into());
             }
@@ -288,6 +370,80 @@ mod tests {
             "tok'en"
         );
         assert_eq!(v["mcpServers"]["hephaestus"]["args"][0], "shim");
+    }
+
+    fn file<'a>(spec: &'a LaunchSpec, name: &str) -> &'a str {
+        let (path, text) = spec
+            .files
+            .iter()
+            .find(|(p, _)| p.file_name().is_some_and(|n| n == name))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", spec.files));
+        assert!(
+            path.starts_with("/p/.hephaestus/agents/a1b2c3d4"),
+            "the manager creates only the agent dir: {}",
+            path.display()
+        );
+        text
+    }
+
+    #[test]
+    fn claude_gets_a_private_config_dir_that_skips_every_first_run_screen() {
+        let host = Host {
+            is_root: true,
+            anthropic_api_key: Some("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789".into()),
+            claude_config_dir: None,
+        };
+        let spec = launch_spec_on(CliKind::Claude, &launch(), &host).unwrap();
+        assert_eq!(
+            spec.env["CLAUDE_CONFIG_DIR"],
+            "/p/.hephaestus/agents/a1b2c3d4"
+        );
+        assert_eq!(spec.env["IS_SANDBOX"], "1");
+        let global: serde_json::Value = serde_json::from_str(file(&spec, ".claude.json")).unwrap();
+        assert_eq!(global["hasCompletedOnboarding"], true);
+        assert_eq!(
+            global["projects"]["/w/agent-a1b2c3d4"]["hasTrustDialogAccepted"],
+            true
+        );
+        assert_eq!(
+            global["customApiKeyResponses"]["approved"],
+            json!(["qrstuvwxyz0123456789"])
+        );
+        let settings: serde_json::Value =
+            serde_json::from_str(file(&spec, "settings.json")).unwrap();
+        assert_eq!(settings["skipDangerousModePermissionPrompt"], true);
+    }
+
+    #[test]
+    fn claude_agents_share_the_users_login_without_copying_it() {
+        let host = Host::default();
+        let spec = launch_spec_on(CliKind::Claude, &launch(), &host).unwrap();
+        // Empty means the user's default store: ~/.claude/.credentials.json or the keychain.
+        assert_eq!(spec.env["CLAUDE_SECURESTORAGE_CONFIG_DIR"], "");
+        assert!(!spec.env.contains_key("IS_SANDBOX"), "not root");
+        assert!(
+            spec.files
+                .iter()
+                .all(|(p, _)| !p.ends_with(".credentials.json"))
+        );
+        let global: serde_json::Value = serde_json::from_str(file(&spec, ".claude.json")).unwrap();
+        assert!(global.get("customApiKeyResponses").is_none(), "{global}");
+
+        let host = Host {
+            claude_config_dir: Some("/home/u/.claude-work".into()),
+            anthropic_api_key: Some("short".into()),
+            ..Host::default()
+        };
+        let spec = launch_spec_on(CliKind::Claude, &launch(), &host).unwrap();
+        assert_eq!(
+            spec.env["CLAUDE_SECURESTORAGE_CONFIG_DIR"],
+            "/home/u/.claude-work"
+        );
+        let global: serde_json::Value = serde_json::from_str(file(&spec, ".claude.json")).unwrap();
+        assert_eq!(
+            global["customApiKeyResponses"]["approved"],
+            json!(["short"])
+        );
     }
 
     #[test]

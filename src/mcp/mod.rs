@@ -56,6 +56,43 @@ impl McpSession {
             .clone()
     }
 
+    /// Gives a person's own agent CLI (no agent id in the handshake) an identity named after
+    /// the client.
+    fn register_external(&self, client_name: &str) -> Result<(), McpError> {
+        let name = client_name.trim();
+        let name = if name.is_empty() {
+            "unknown-client"
+        } else {
+            name
+        };
+        let agent = self
+            .state
+            .store
+            .register_external_agent(name, self.peer_pid)
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        tracing::info!(agent = %agent.id, client = name, "external agent connected");
+        *self.agent_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(agent.id);
+        Ok(())
+    }
+
+    /// Clients on the 2026-07-28 lifecycle (Claude Code 2.1) open with `server/discover` and
+    /// never send `initialize`; each request names the client in its `_meta` instead. This
+    /// does for them what `initialize` does for the others.
+    fn on_first_request(&self, meta: &rmcp::model::RequestMetaObject) -> Result<(), McpError> {
+        match self.agent_id() {
+            Some(id) => {
+                if self.managed && !self.state.signals.is_initialized(&id) {
+                    self.state.signals.initialized(&id);
+                }
+                Ok(())
+            }
+            None => {
+                let name = meta.client_info().map(|c| c.name).unwrap_or_default();
+                self.register_external(&name)
+            }
+        }
+    }
+
     fn caller(&self) -> Result<String, CallToolResult> {
         self.agent_id().ok_or_else(|| {
             tool_error("this connection has no agent yet: send initialize before calling tools")
@@ -108,22 +145,30 @@ impl ServerHandler for McpSession {
             self.state.signals.initialized(&id);
         }
         if self.agent_id().is_none() {
-            // A person's own agent CLI: give the connection an identity named after the client.
-            let name = request.client_info.name.trim();
-            let name = if name.is_empty() {
-                "unknown-client"
-            } else {
-                name
-            };
-            let agent = self
-                .state
-                .store
-                .register_external_agent(name, self.peer_pid)
-                .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-            tracing::info!(agent = %agent.id, client = name, "external agent connected");
-            *self.agent_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(agent.id);
+            self.register_external(&request.client_info.name)?;
         }
         self.negotiate_initialize(&request)
+    }
+
+    /// Listing the tools is when they exist for the model: for clients that never send
+    /// `initialize`, this is the moment the agent counts as connected.
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, McpError> {
+        self.on_first_request(&context.meta)?;
+        let cache_hints = context
+            .protocol_version()
+            .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);
+        Ok(rmcp::model::ListToolsResult {
+            result_type: Some(rmcp::model::ResultType::COMPLETE),
+            tools: router().list_all(),
+            meta: None,
+            next_cursor: None,
+            ttl_ms: cache_hints.then_some(0),
+            cache_scope: cache_hints.then_some(rmcp::model::CacheScope::Public),
+        })
     }
 
     async fn call_tool(
@@ -133,6 +178,7 @@ impl ServerHandler for McpSession {
     ) -> Result<CallToolResponse, McpError> {
         let started = Instant::now();
         let tool = request.name.clone();
+        self.on_first_request(&context.meta)?;
         if self.managed
             && let Some(id) = self.agent_id()
         {

@@ -1,0 +1,745 @@
+//! The real Claude Code CLI end to end: the agent manager spawns `claude` in tmux (the default
+//! `agents.cli`), Claude Code talks to a scripted stand-in for the Anthropic Messages API served
+//! by this test, and the model's tool calls go through our shim to the coordinator: `get_task`,
+//! a file written with Claude Code's own Write tool, then `update_task_status` done. The work is
+//! merged into the base branch.
+//!
+//! Needs `claude` (npm `@anthropic-ai/claude-code`): `.ci/run` installs the pinned version into
+//! `target/agent-clis`. Without it the test prints why and passes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Coordinator;
+use serde_json::{Value, json};
+
+const GET_TASK: &str = "mcp__hephaestus__get_task";
+const UPDATE_STATUS: &str = "mcp__hephaestus__update_task_status";
+const SUMMARY: &str = "claude stand-in finished";
+const NOTE_FILE: &str = "CLAUDE_WAS_HERE.md";
+const NOTE_TEXT: &str = "Written by Claude Code's Write tool, scripted by the stand-in.\n";
+
+/// The pinned install from `.ci/run` first (the version this test was verified with), then PATH.
+fn find_claude() -> Option<PathBuf> {
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/agent-clis/bin/claude");
+    if pinned.is_file() {
+        return Some(pinned);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("claude"))
+        .find(|c| c.is_file())
+}
+
+// ---- the stand-in Messages API -------------------------------------------------------------
+
+/// One request the CLI made, and what the stand-in answered.
+#[derive(Debug, Clone)]
+struct Seen {
+    line: String,
+    /// (tool name, result text, is_error) for each tool_result in a scripted conversation.
+    tool_results: Vec<(String, String, bool)>,
+}
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<Seen>>>);
+
+impl Log {
+    fn push(&self, seen: Seen) {
+        self.0.lock().unwrap().push(seen);
+    }
+
+    fn all(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn print(&self) {
+        eprintln!("--- requests Claude Code made to the stand-in ---");
+        let mut shown = 0;
+        for s in self.all() {
+            eprintln!("{}", s.line);
+            // Each conversation repeats the earlier results: show only the new ones.
+            for (name, text, is_error) in s.tool_results.iter().skip(shown) {
+                let text: String = text.chars().take(300).collect();
+                eprintln!("    {name} result (is_error={is_error}): {text}");
+            }
+            shown = shown.max(s.tool_results.len());
+        }
+    }
+}
+
+struct StandIn {
+    url: String,
+    log: Log,
+}
+
+impl StandIn {
+    fn start() -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = Log::default();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = serve_connection(stream, &l) {
+                        l.push(Seen {
+                            line: format!("(connection error: {e})"),
+                            tool_results: Vec::new(),
+                        });
+                    }
+                });
+            }
+        });
+        StandIn { url, log }
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = Vec::new();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(n) = headers.get("content-length") {
+        body = vec![0; n.parse().unwrap_or(0)];
+        reader.read_exact(&mut body)?;
+    }
+    Ok(Some(Request { method, path, body }))
+}
+
+/// One request per connection (answered with `Connection: close`): simple, and every HTTP client
+/// copes with it.
+fn serve_connection(stream: TcpStream, log: &Log) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut out = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let Some(req) = read_request(&mut reader)? else {
+        return Ok(());
+    };
+    let route = req.path.split('?').next().unwrap_or_default();
+    let (status, content_type, body, seen) = match (req.method.as_str(), route) {
+        ("POST", "/v1/messages") => {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            let (answer, mut seen) = messages(&body);
+            seen.line = format!("{} {} {}", req.method, req.path, seen.line);
+            if body["stream"] == true {
+                let model = body["model"].as_str().unwrap_or("claude-stand-in");
+                ("200 OK", "text/event-stream", sse(model, &answer), seen)
+            } else {
+                let text = answer.to_message(&body).to_string();
+                ("200 OK", "application/json", text, seen)
+            }
+        }
+        ("POST", "/v1/messages/count_tokens") => (
+            "200 OK",
+            "application/json",
+            json!({"input_tokens": 1000}).to_string(),
+            Seen {
+                line: format!("{} {}", req.method, req.path),
+                tool_results: Vec::new(),
+            },
+        ),
+        (m, _) => (
+            if m == "HEAD" || route == "/" {
+                "200 OK"
+            } else {
+                "404 Not Found"
+            },
+            "application/json",
+            json!({"type": "error", "error": {"type": "not_found_error", "message": "not served by the stand-in"}})
+                .to_string(),
+            Seen {
+                line: format!(
+                    "{} {} ({} body bytes) -> a plain answer",
+                    req.method,
+                    req.path,
+                    req.body.len()
+                ),
+                tool_results: Vec::new(),
+            },
+        ),
+    };
+    log.push(seen);
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\nrequest-id: req_standin\r\ncache-control: no-cache\r\nconnection: close\r\n{}\r\n",
+        if content_type == "text/event-stream" {
+            String::new()
+        } else {
+            format!("content-length: {}\r\n", body.len())
+        }
+    );
+    out.write_all(head.as_bytes())?;
+    if req.method != "HEAD" {
+        out.write_all(body.as_bytes())?;
+    }
+    out.flush()
+}
+
+/// What the model "says": optional text, then optional tool use.
+struct Answer {
+    /// Unique per answer, as the API's are: Claude Code merges streamed parts by message id.
+    id: u64,
+    text: String,
+    tool: Option<(String, Value)>,
+}
+
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Answer {
+    fn stop_reason(&self) -> &'static str {
+        if self.tool.is_some() {
+            "tool_use"
+        } else {
+            "end_turn"
+        }
+    }
+
+    fn message_id(&self) -> String {
+        format!("msg_standin_{:04}", self.id)
+    }
+
+    fn tool_id(&self) -> String {
+        format!("toolu_standin_{:04}", self.id)
+    }
+
+    fn to_message(&self, request: &Value) -> Value {
+        let mut content = vec![json!({"type": "text", "text": self.text})];
+        if let Some((name, input)) = &self.tool {
+            content.push(
+                json!({"type": "tool_use", "id": self.tool_id(), "name": name, "input": input}),
+            );
+        }
+        json!({
+            "id": self.message_id(), "type": "message", "role": "assistant",
+            "model": request["model"].as_str().unwrap_or("claude-stand-in"),
+            "content": content, "stop_reason": self.stop_reason(), "stop_sequence": null,
+            "usage": {"input_tokens": 100, "output_tokens": 20,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        })
+    }
+}
+
+/// The streamed form of `answer`, event by event as the real API sends it.
+fn sse(model: &str, answer: &Answer) -> String {
+    let mut out = String::new();
+    let mut event = |name: &str, data: Value| {
+        out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+    };
+    event(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": answer.message_id(), "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 100, "output_tokens": 1,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+    );
+    event("ping", json!({"type": "ping"}));
+    event(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    );
+    let mid = answer.text.len() / 2;
+    let mid = (mid..=answer.text.len())
+        .find(|i| answer.text.is_char_boundary(*i))
+        .unwrap_or(0);
+    for piece in [&answer.text[..mid], &answer.text[mid..]] {
+        event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+        );
+    }
+    event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    );
+    if let Some((name, input)) = &answer.tool {
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1, "content_block": {
+                "type": "tool_use", "id": answer.tool_id(), "name": name, "input": {}}}),
+        );
+        // Split the arguments mid-JSON, as the API does.
+        let args = input.to_string();
+        let mid = args.len() / 2;
+        for piece in [&args[..mid], &args[mid..]] {
+            event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            );
+        }
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        );
+    }
+    event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": answer.stop_reason(), "stop_sequence": null},
+               "usage": {"output_tokens": 20}}),
+    );
+    event("message_stop", json!({"type": "message_stop"}));
+    out
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i["text"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The script. The conversation itself is the state: the next step follows from the last tool
+/// the "model" used, so a retried request gets the same answer.
+fn messages(body: &Value) -> (Answer, Seen) {
+    let tools: Vec<&str> = body["tools"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    let model = body["model"].as_str().unwrap_or("?");
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    // One letter per message and block: u/a for the role, then t(ext), U(se), R(esult), o(ther).
+    let shape: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            let role = if m["role"] == "assistant" { "a" } else { "u" };
+            let blocks: String = match &m["content"] {
+                Value::Array(blocks) => blocks
+                    .iter()
+                    .map(|b| match b["type"].as_str() {
+                        Some("text") => 't',
+                        Some("tool_use") => 'U',
+                        Some("tool_result") => 'R',
+                        _ => 'o',
+                    })
+                    .collect(),
+                _ => "t".to_string(),
+            };
+            format!("{role}:{blocks}")
+        })
+        .collect();
+    let summary = format!(
+        "model={model} stream={} tools={} messages=[{}]",
+        body["stream"],
+        tools.len(),
+        shape.join(" ")
+    );
+    if !tools.contains(&GET_TASK) {
+        // Claude Code's side requests (titles, topic checks, quota probes): a short plain answer.
+        let answer = Answer {
+            id: next_id(),
+            text: "Stand-in task".to_string(),
+            tool: None,
+        };
+        let seen = Seen {
+            line: format!("{summary} (side request) -> text"),
+            tool_results: Vec::new(),
+        };
+        return (answer, seen);
+    }
+
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut last_tool: Option<String> = None;
+    let mut tool_results = Vec::new();
+    for m in &msgs {
+        for block in m["content"].as_array().into_iter().flatten() {
+            match block["type"].as_str() {
+                Some("tool_use") => {
+                    let name = block["name"].as_str().unwrap_or_default().to_string();
+                    names.insert(
+                        block["id"].as_str().unwrap_or_default().to_string(),
+                        name.clone(),
+                    );
+                    last_tool = Some(name);
+                }
+                Some("tool_result") => {
+                    let id = block["tool_use_id"].as_str().unwrap_or_default();
+                    tool_results.push((
+                        names.get(id).cloned().unwrap_or_default(),
+                        text_of(&block["content"]),
+                        block["is_error"] == true,
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let system = text_of(&body["system"]);
+    let worktree = system
+        .split_once("your own git worktree (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(w, _)| w.to_string());
+    let write = match (&worktree, tools.contains(&"Write")) {
+        (Some(w), true) => Some((
+            "Write".to_string(),
+            json!({"file_path": format!("{w}/{NOTE_FILE}"), "content": NOTE_TEXT}),
+        )),
+        _ => None,
+    };
+    let done = (
+        UPDATE_STATUS.to_string(),
+        json!({"status": "done", "summary": SUMMARY}),
+    );
+    let answer = match last_tool.as_deref() {
+        None => Answer {
+            id: next_id(),
+            text: "I will read my task first.".into(),
+            tool: Some((GET_TASK.to_string(), json!({}))),
+        },
+        Some(GET_TASK) => match write {
+            Some(w) => Answer {
+                id: next_id(),
+                text: "Leaving a note in my worktree.".into(),
+                tool: Some(w),
+            },
+            None => Answer {
+                id: next_id(),
+                text: "Reporting the task done.".into(),
+                tool: Some(done),
+            },
+        },
+        Some("Write") => Answer {
+            id: next_id(),
+            text: "Reporting the task done.".into(),
+            tool: Some(done),
+        },
+        Some(_) => Answer {
+            id: next_id(),
+            text: "The task is done and reported.".into(),
+            tool: None,
+        },
+    };
+    let seen = Seen {
+        line: format!(
+            "{summary} last_tool={last_tool:?} worktree={worktree:?} -> {}",
+            answer
+                .tool
+                .as_ref()
+                .map_or("end_turn".to_string(), |(n, _)| format!("tool_use {n}"))
+        ),
+        tool_results,
+    };
+    (answer, seen)
+}
+
+// ---- the project and the coordinator ------------------------------------------------------
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `hephaestus serve` with the environment Claude Code gets through the tmux server: the stand-in's
+/// URL and a key, a fresh HOME (nothing of the developer's own Claude Code set-up is read), and
+/// `claude` first on PATH.
+fn start_coordinator(project: &Path, home: &Path, claude_dir: &Path, url: &str) -> Coordinator {
+    let socket = project.join(".hephaestus/coordinator.sock");
+    std::fs::create_dir_all(project.join(".hephaestus")).unwrap();
+    let stderr_log = project.join("serve.stderr");
+    let path = std::env::join_paths(std::iter::once(claude_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut cmd = common::command(project);
+    for (k, _) in std::env::vars() {
+        // Whatever the developer's shell (or a Claude Code session running these tests) set.
+        if k.starts_with("ANTHROPIC_") || k.starts_with("CLAUDE") || k.starts_with("XDG_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd
+        .args(["serve", "--log-level", "debug"])
+        .env("PATH", path)
+        .env("HOME", home)
+        .env("ANTHROPIC_BASE_URL", url)
+        .env(
+            "ANTHROPIC_API_KEY",
+            "sk-ant-api03-stand-in-key-0123456789abcdefghij",
+        )
+        // The pinned install must stay pinned: no self-update from inside a test.
+        .env("DISABLE_AUTOUPDATER", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut coord = Coordinator {
+        project: project.to_path_buf(),
+        socket: socket.clone(),
+        child,
+        stderr_log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if let Some(status) = coord.child.try_wait().unwrap() {
+            panic!("coordinator exited with {status}: {}", coord.stderr());
+        }
+        assert!(Instant::now() < deadline, "coordinator did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    coord
+}
+
+/// Stops the agents' private tmux server when the test ends.
+struct TmuxServer(String);
+
+impl TmuxServer {
+    fn panes(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.0, "list-sessions", "-F", "#{session_name}"])
+            .output()
+            .unwrap();
+        let mut text = String::new();
+        for s in String::from_utf8_lossy(&out.stdout).lines() {
+            let pane = Command::new("tmux")
+                .args(["-L", &self.0, "capture-pane", "-p", "-t", &format!("={s}:")])
+                .output()
+                .unwrap();
+            text.push_str(&format!(
+                "--- tmux session {s} ---\n{}\n",
+                String::from_utf8_lossy(&pane.stdout).trim_end()
+            ));
+        }
+        text
+    }
+}
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+/// On a failure: what the CLI asked the stand-in, what its terminal shows, what the coordinator
+/// logged.
+struct OnFailure<'a> {
+    log: Log,
+    tmux: &'a TmuxServer,
+    coord: &'a Coordinator,
+}
+
+impl Drop for OnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.log.print();
+            eprintln!("{}", self.tmux.panes());
+            let stderr = self.coord.stderr();
+            let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+            eprintln!("--- coordinator log (last 60 lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+#[test]
+fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
+    let Some(claude) = find_claude() else {
+        eprintln!(
+            "skipped: Claude Code is not installed (not on PATH, not in target/agent-clis); .ci/run installs it"
+        );
+        return;
+    };
+    let version = Command::new(&claude).arg("--version").output().unwrap();
+    assert!(
+        version.status.success(),
+        "{} --version failed: {}",
+        claude.display(),
+        String::from_utf8_lossy(&version.stderr)
+    );
+    eprintln!(
+        "using {} ({})",
+        claude.display(),
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+    let started = Instant::now();
+
+    let stand_in = StandIn::start();
+    let dir = common::project();
+    let home = tempfile::tempdir().unwrap();
+    git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
+    std::fs::write(dir.path().join("README.md"), "demo\n").unwrap();
+    std::fs::write(
+        dir.path().join(".gitignore"),
+        ".hephaestus/\nserve.stderr\n",
+    )
+    .unwrap();
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "initial"]);
+    let worktrees = dir.path().with_extension("worktrees");
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        format!(
+            "[agents]\ncli = \"claude\"\nworktrees_dir = \"{}\"\nready_timeout_secs = 60\n",
+            worktrees.display()
+        ),
+    )
+    .unwrap();
+
+    let coord = start_coordinator(
+        dir.path(),
+        home.path(),
+        claude.parent().unwrap(),
+        &stand_in.url,
+    );
+    let tmux = TmuxServer(
+        coord.cli(&["status"])["tmux_socket"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let _on_failure = OnFailure {
+        log: stand_in.log.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+
+    let id = coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team in CLAUDE_WAS_HERE.md",
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let task = loop {
+        let t = coord.cli(&["task", "show", &id]);
+        if t["status"] == "failed" {
+            panic!("the task failed: {}", t["failure_reason"]);
+        }
+        if t["status"] == "done" && t["merge_status"] == "merged" {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the task to be done and merged: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+
+    // The summary is the one the stand-in "model" chose, sent by Claude Code through the shim.
+    assert_eq!(task["summary"], SUMMARY, "{task}");
+    let seen = stand_in.log.all();
+    let results: Vec<_> = seen.iter().flat_map(|s| s.tool_results.clone()).collect();
+    let get_task = results
+        .iter()
+        .find(|(n, _, _)| n == GET_TASK)
+        .unwrap_or_else(|| panic!("no get_task result reached the model: {results:?}"));
+    assert!(!get_task.2, "get_task failed: {}", get_task.1);
+    assert!(
+        get_task.1.contains(&id),
+        "get_task did not return this task: {}",
+        get_task.1
+    );
+    let update = results
+        .iter()
+        .find(|(n, _, _)| n == UPDATE_STATUS)
+        .unwrap_or_else(|| panic!("no update_task_status result reached the model: {results:?}"));
+    assert!(!update.2, "update_task_status failed: {}", update.1);
+
+    // Claude Code's own Write tool made the work; the manager committed and merged it.
+    assert_eq!(
+        git(dir.path(), &["show", &format!("trunk:{NOTE_FILE}")]),
+        NOTE_TEXT
+    );
+    let tree = git(dir.path(), &["ls-tree", "-r", "--name-only", "trunk"]);
+    assert!(
+        !tree.contains(".claude") && !tree.contains("mcp.json"),
+        "agent configuration was committed: {tree}"
+    );
+    // The manager saw the first message delivered (the first tool call) and merged the work.
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join(".hephaestus/state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let kinds: Vec<String> = db
+        .prepare("SELECT kind FROM agent_events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for kind in ["created", "prompt_delivered", "terminated", "merged"] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} event: {kinds:?}"
+        );
+    }
+    eprintln!(
+        "Claude Code finished its task in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    stand_in.log.print();
+}
