@@ -58,6 +58,8 @@ pub struct AgentSettings {
     pub ready_timeout_secs: u64,
     /// Attempts per task before a task whose agent keeps dying is failed.
     pub max_attempts: u32,
+    /// What the CLI adapters need from the coordinator's environment.
+    pub host: crate::agents::adapters::Host,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +289,7 @@ fn resolve_agents(
         session_prefix: file.session_prefix.unwrap_or_else(|| "hep".to_string()),
         ready_timeout_secs: file.ready_timeout_secs.unwrap_or(90),
         max_attempts: file.max_attempts.unwrap_or(3).max(1),
+        host: crate::agents::adapters::Host::from_env(env),
     })
 }
 

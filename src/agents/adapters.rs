@@ -1,7 +1,7 @@
 //! How each agent CLI is launched: its command line, how it gets its system prompt and first
 //! message, how it is given our MCP server for this agent only, and what it needs to run
-//! unattended. Pure apart from one snapshot of the host (`Host::current`): builds commands and
-//! file contents; the manager writes and runs them.
+//! unattended. Pure: from the agent and a snapshot of the host (`Host`, taken with the config)
+//! it builds commands and file contents; the manager writes and runs them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,9 +87,9 @@ pub struct Host {
 }
 
 impl Host {
-    /// A snapshot of the coordinator process.
-    pub fn current() -> Host {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    /// The host as the coordinator sees it, from its environment snapshot.
+    pub fn from_env(env: &std::collections::HashMap<String, String>) -> Host {
+        let var = |name: &str| env.get(name).filter(|v| !v.trim().is_empty()).cloned();
         Host {
             is_root: unsafe { libc::geteuid() } == 0,
             anthropic_api_key: var("ANTHROPIC_API_KEY"),
@@ -124,8 +124,9 @@ fn mcp_servers_json(l: &AgentLaunch) -> String {
     .expect("json")
 }
 
-pub fn launch_spec(kind: CliKind, l: &AgentLaunch) -> Result<LaunchSpec> {
-    launch_spec_on(kind, l, &Host::current())
+#[cfg(test)]
+fn launch_spec(kind: CliKind, l: &AgentLaunch) -> Result<LaunchSpec> {
+    launch_spec_on(kind, l, &Host::default())
 }
 
 /// Claude Code's state for one agent: `CLAUDE_CONFIG_DIR` is the agent's own directory, which

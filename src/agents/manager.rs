@@ -253,7 +253,7 @@ impl AgentManager {
             model: settings.model.clone(),
             custom_command: settings.custom_command.clone(),
         };
-        let spec = adapters::launch_spec(self.cli, &launch)?;
+        let spec = adapters::launch_spec_on(self.cli, &launch, &settings.host)?;
         create_private_dir(&agent_dir)?;
         for (path, text) in &spec.files {
             write_private(path, text)?;
