@@ -453,3 +453,56 @@ fn people_can_watch_message_stop_and_clean_up_agents() {
     let again = coord.cli(&["agents", "gc"]);
     assert_eq!(again["sessions_killed"], serde_json::json!([]));
 }
+
+#[test]
+fn leftovers_of_a_previous_run_are_swept_at_start() {
+    let (dir, worktrees) = agent_project("");
+    let first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let tmux = tmux_of(&first);
+    drop(first);
+    // A session and a worktree that no agent in the database owns, as a crash would leave them.
+    let out = Command::new("tmux")
+        .args([
+            "-L",
+            &tmux.0,
+            "new-session",
+            "-d",
+            "-s",
+            "hep-0badf00d",
+            "sleep 300",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::create_dir_all(&worktrees).unwrap();
+    let orphan = worktrees.join("agent-0badf00d");
+    git(
+        dir.path(),
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "hephaestus/agent-0badf00d",
+            orphan.to_str().unwrap(),
+        ],
+    );
+
+    let _coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    wait_until("the orphans swept", Duration::from_secs(10), || {
+        !orphan.exists()
+            && !Command::new("tmux")
+                .args(["-L", &tmux.0, "has-session", "-t", "=hep-0badf00d"])
+                .status()
+                .unwrap()
+                .success()
+    });
+    assert!(
+        git(
+            dir.path(),
+            &["branch", "--list", "hephaestus/agent-0badf00d"]
+        )
+        .contains("0badf00d"),
+        "unmerged work is kept"
+    );
+}

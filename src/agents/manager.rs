@@ -93,6 +93,18 @@ impl AgentManager {
     /// Runs until `shutdown`; then waits (bounded) for launches and merges in progress.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         tracing::info!(cli = self.cli.as_str(), base = %self.base_branch, "agent manager started");
+        // Leftovers of a previous run (sessions and worktrees no live agent owns) go first.
+        match self.gc().await {
+            Ok(r) if !r.sessions_killed.is_empty() || !r.worktrees_removed.is_empty() => {
+                tracing::info!(
+                    sessions = r.sessions_killed.len(),
+                    worktrees = r.worktrees_removed.len(),
+                    "removed leftovers of a previous run"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot sweep leftovers: {e:#}"),
+        }
         loop {
             if shutdown.is_cancelled() {
                 break;
