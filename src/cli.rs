@@ -79,6 +79,9 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<AgentsCommand>,
     },
+    /// Search, list and reindex what agents learned
+    #[command(subcommand)]
+    Memory(MemoryCommand),
     /// Print the snippet that registers Hephaestus in an agent CLI
     McpConfig {
         #[arg(long, value_enum)]
@@ -155,6 +158,26 @@ pub enum WorkflowCommand {
     },
     /// Show one execution
     Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemoryCommand {
+    /// Find memories by meaning
+    Search {
+        query: String,
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        /// Only this type (repeatable): error_fix, discovery, decision, learning, warning, codebase_knowledge
+        #[arg(long = "type")]
+        types: Vec<String>,
+    },
+    /// The newest memories
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Embed memories that lack a vector from the current embedder and rebuild the index
+    Reindex,
 }
 
 #[derive(Debug, Subcommand)]
@@ -409,6 +432,70 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                                 s(&p["status"])
                             );
                         }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Memory(cmd) => {
+            let now = crate::time::now_ms();
+            match cmd {
+                MemoryCommand::Search {
+                    query,
+                    limit,
+                    types,
+                } => {
+                    let v = call(
+                        &config,
+                        Request::MemorySearch {
+                            query,
+                            limit: Some(limit),
+                            memory_types: types,
+                        },
+                    )?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        for f in v.as_array().into_iter().flatten() {
+                            let m = &f["memory"];
+                            println!(
+                                "{:>5} {:.2} {:<18} {:>4} {}",
+                                m["id"],
+                                f["similarity"].as_f64().unwrap_or(0.0),
+                                s(&m["memory_type"]),
+                                crate::time::age(m["created_at_ms"].as_i64().unwrap_or(now), now),
+                                first_line(s(&m["content"]), 90)
+                            );
+                        }
+                    }
+                }
+                MemoryCommand::List { limit } => {
+                    let v = call(&config, Request::MemoryList { limit: Some(limit) })?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        for m in v.as_array().into_iter().flatten() {
+                            println!(
+                                "{:>5} {:<18} {:>4} {}",
+                                m["id"],
+                                s(&m["memory_type"]),
+                                crate::time::age(m["created_at_ms"].as_i64().unwrap_or(now), now),
+                                first_line(s(&m["content"]), 90)
+                            );
+                        }
+                    }
+                }
+                MemoryCommand::Reindex => {
+                    let v = call(&config, Request::MemoryReindex)?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        println!(
+                            "embedded {} memories; {} indexed with {}",
+                            v["embedded"],
+                            v["indexed"],
+                            s(&v["embedder"])
+                        );
                     }
                 }
             }

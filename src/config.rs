@@ -33,6 +33,7 @@ pub struct Config {
     /// The file that was read, if any.
     pub config_file: Option<PathBuf>,
     pub agents: AgentSettings,
+    pub memory: crate::memory::MemorySettings,
 }
 
 /// How the agent manager spawns agents (`[agents]` in `hephaestus.toml`).
@@ -88,6 +89,18 @@ struct FileConfig {
     max_message_bytes: Option<usize>,
     workflows_dir: Option<PathBuf>,
     agents: Option<AgentsFile>,
+    memory: Option<MemoryFile>,
+}
+
+/// `[memory]` in `hephaestus.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemoryFile {
+    dedup_threshold: Option<f32>,
+    weight_similarity: Option<f32>,
+    weight_recency: Option<f32>,
+    weight_type: Option<f32>,
+    recency_half_life_days: Option<f32>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -185,6 +198,29 @@ impl Config {
             None => default_socket_path(&data_dir, env.get("XDG_RUNTIME_DIR").map(Path::new)),
         };
 
+        let memory = {
+            let f = file.memory.unwrap_or_default();
+            let d = crate::memory::MemorySettings::default();
+            let m = crate::memory::MemorySettings {
+                dedup_threshold: f.dedup_threshold.unwrap_or(d.dedup_threshold),
+                weight_similarity: f.weight_similarity.unwrap_or(d.weight_similarity),
+                weight_recency: f.weight_recency.unwrap_or(d.weight_recency),
+                weight_type: f.weight_type.unwrap_or(d.weight_type),
+                recency_half_life_days: f
+                    .recency_half_life_days
+                    .unwrap_or(d.recency_half_life_days),
+            };
+            if !(0.0..=1.0).contains(&m.dedup_threshold) {
+                bail!(
+                    "memory.dedup_threshold must be between 0 and 1, got {}",
+                    m.dedup_threshold
+                );
+            }
+            if m.recency_half_life_days <= 0.0 {
+                bail!("memory.recency_half_life_days must be positive");
+            }
+            m
+        };
         let agents = resolve_agents(
             file.agents.unwrap_or_default(),
             env,
@@ -194,6 +230,7 @@ impl Config {
         )?;
 
         Ok(Config {
+            memory,
             agents,
             project_root,
             data_dir,

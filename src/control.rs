@@ -91,6 +91,18 @@ pub enum Request {
     },
     /// Removes sessions and worktrees no live agent owns.
     AgentGc,
+    MemorySearch {
+        query: String,
+        #[serde(default)]
+        limit: Option<usize>,
+        #[serde(default)]
+        memory_types: Vec<String>,
+    },
+    MemoryList {
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    MemoryReindex,
     /// Registers an agent that runs outside the agent manager; returns its id and token.
     AgentRegister {
         name: String,
@@ -218,6 +230,11 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             "agents_enabled": state.config.agents.enabled,
             "agent_cli": state.config.agents.cli,
             "tmux_socket": state.config.agents.tmux_socket,
+            "memory": {
+                "embedder": state.memory.embedder_id(),
+                "degraded": state.memory.degraded(),
+                "indexed": state.memory.indexed(),
+            },
             "tasks": store.task_counts(None)?,
             "workflows": store.list_workflows(Some("active"))?,
             "agents": store.list_agents(false)?,
@@ -298,6 +315,11 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 "task_id": rt.task_id,
                 "tmux_session": rt.tmux_session,
                 "tmux_socket": state.config.agents.tmux_socket,
+            "memory": {
+                "embedder": state.memory.embedder_id(),
+                "degraded": state.memory.degraded(),
+                "indexed": state.memory.indexed(),
+            },
                 "worktree": rt.worktree_path,
                 "branch": rt.branch,
                 "events": store.agent_events(&rt.agent_id)?,
@@ -308,6 +330,37 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             json!(manager(state)?.send(&id, &text).await.map_err(agent_op)?)
         }
         Request::AgentGc => json!(manager(state)?.gc().await.map_err(agent_op)?),
+        Request::MemorySearch {
+            query,
+            limit,
+            memory_types,
+        } => {
+            for t in &memory_types {
+                if !crate::store::MEMORY_TYPES.contains(&t.as_str()) {
+                    return Err(OpError::Invalid(format!(
+                        "unknown memory type {t:?}: use one of {}",
+                        crate::store::MEMORY_TYPES.join(", ")
+                    )));
+                }
+            }
+            let q = crate::memory::Query {
+                text: query,
+                limit: limit.unwrap_or(5),
+                memory_types,
+                ..Default::default()
+            };
+            json!(state.memory.search(&q).map_err(agent_op)?)
+        }
+        Request::MemoryList { limit } => json!(store.list_memories(limit.unwrap_or(50))?),
+        Request::MemoryReindex => {
+            let state = state.clone();
+            json!(
+                tokio::task::spawn_blocking(move || state.memory.reindex())
+                    .await
+                    .map_err(|e| OpError::Internal(e.into()))?
+                    .map_err(agent_op)?
+            )
+        }
         Request::AgentRegister { name, cli_type } => {
             let (agent, token) = store.register_agent(&name, cli_type.as_deref())?;
             json!({"agent": agent, "token": token})

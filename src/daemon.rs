@@ -62,7 +62,13 @@ pub fn serve(config: Config) -> Result<()> {
             }
             signals.cancel();
         });
-        let state = Arc::new(AppState::new(store.clone(), config.clone()));
+        // No model is bundled yet: the hashing embedder keeps memory working, at lower quality.
+        let embedder = Arc::new(crate::memory::embedder::HashingEmbedder::new(384));
+        tracing::warn!(
+            "memory search uses the hashing embedder: quality is degraded (lexical overlap only)"
+        );
+        let memory = crate::memory::Memory::open(store.clone(), embedder, config.memory.clone())?;
+        let state = Arc::new(AppState::new(store.clone(), config.clone(), memory));
         let manager = if config.agents.enabled {
             match crate::agents::manager::AgentManager::new(state.clone()) {
                 Ok(m) => {

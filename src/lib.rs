@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod logging;
 pub mod mcp;
 pub mod mcp_config;
+pub mod memory;
 pub mod phases;
 pub mod protocol;
 pub mod queue;

@@ -14,13 +14,15 @@ pub struct AppState {
     pub config: Config,
     pub started: Instant,
     pub signals: AgentSignals,
+    pub memory: crate::memory::Memory,
     /// Set once when agent spawning is on.
     pub manager: OnceLock<Arc<AgentManager>>,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Config) -> AppState {
+    pub fn new(store: Store, config: Config, memory: crate::memory::Memory) -> AppState {
         AppState {
+            memory,
             store,
             config,
             started: Instant::now(),

@@ -119,6 +119,13 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
     // A change of the user's own, uncommitted, in their checkout: merges must not touch it.
     std::fs::write(dir.path().join("notes.txt"), "my uncommitted notes\n").unwrap();
 
+    // What an earlier agent learned reaches the agent whose task it is about.
+    let mut person = common::RawShim::spawn(&coord, None);
+    person.initialize("claude-code");
+    person.tool_ok(
+        "save_memory",
+        serde_json::json!({"content": "a.txt must hold alpha, written in lower case", "memory_type": "decision"}),
+    );
     let a = create(&coord, "WRITE a.txt: alpha", &[]);
     let b = create(&coord, "WRITE b.txt: beta", &[&a]);
     let c = create(&coord, "WRITE c.txt: gamma", &[]);
@@ -144,6 +151,25 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
         "the user's working tree is not written by a merge"
     );
     assert_eq!(task(&coord, &b)["summary"], "wrote b.txt");
+    let first_agent = task(&coord, &a)["assigned_agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_message = std::fs::read_to_string(
+        dir.path()
+            .join(".hephaestus/agents")
+            .join(&first_agent[..8])
+            .join("first_message.md"),
+    )
+    .unwrap();
+    assert!(
+        first_message.contains("a.txt must hold alpha, written in lower case"),
+        "{first_message}"
+    );
+    assert!(
+        first_message.contains("WRITE a.txt: alpha"),
+        "{first_message}"
+    );
 
     // With a cap of one, each agent ended before the next was created.
     let evs = events(dir.path());
@@ -183,12 +209,15 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
             .is_empty()
     );
     let agents = coord.cli(&["agents", "list", "--all"]);
+    let managed: Vec<&Value> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "managed")
+        .collect();
+    assert_eq!(managed.len(), 3);
     assert!(
-        agents
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|a| a["status"] == "terminated"),
+        managed.iter().all(|a| a["status"] == "terminated"),
         "{agents}"
     );
 }

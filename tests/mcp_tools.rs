@@ -349,6 +349,8 @@ async fn tools_list_matches_the_snapshot() {
             "health_check",
             "list_workflow_definitions",
             "list_workflow_executions",
+            "save_memory",
+            "search_memories",
             "send_message",
             "start_workflow_execution",
             "update_task_status"

@@ -489,10 +489,30 @@ impl AgentManager {
             ("phase", phase),
             ("phase_description", phase_description),
             ("phases", phases.trim_end().to_string()),
-            // Filled by the memory system once it exists.
-            ("memories", String::new()),
+            ("memories", self.memories_for(task)),
         ]);
         prompt::render(prompt::AGENT_TASK, &values)
+    }
+
+    /// The memories most relevant to a task, as a list for its first message.
+    fn memories_for(&self, task: &TaskView) -> String {
+        let query = crate::memory::Query {
+            text: format!("{}\n{}", task.description, task.done_definition),
+            limit: 5,
+            min_similarity: Some(0.2),
+            ..Default::default()
+        };
+        match self.state.memory.search(&query) {
+            Ok(found) => found
+                .iter()
+                .map(|f| format!("- [{}] {}", f.memory.memory_type, f.memory.content.trim()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => {
+                tracing::warn!(task = %task.id, "cannot search memories for the task: {e:#}");
+                String::new()
+            }
+        }
     }
 
     /// A launch failed: fail the task with the reason, end the session, drop the worktree.

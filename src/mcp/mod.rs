@@ -5,6 +5,7 @@
 //! `///` docs are the agents' contract. A failure the agent can act on is a tool result with
 //! `isError: true`; bad parameters are JSON-RPC -32602 (rmcp answers those).
 
+mod memories;
 mod messages;
 mod status;
 mod tasks;
@@ -110,6 +111,7 @@ static ROUTER: LazyLock<ToolRouter<McpSession>> = LazyLock::new(|| {
         + McpSession::workflow_tools()
         + McpSession::status_tools()
         + McpSession::message_tools()
+        + McpSession::memory_tools()
 });
 
 /// The tool router, built once for all connections.

@@ -30,6 +30,11 @@ pub struct Health {
     pub max_concurrent_agents: u32,
     /// Number of tasks per status.
     pub tasks: BTreeMap<String, i64>,
+    /// The embedder memory search uses.
+    pub memory_embedder: String,
+    /// True when memory search runs without a real model (lexical overlap only).
+    pub memory_degraded: bool,
+    pub memories_indexed: usize,
 }
 
 #[tool_router(router = status_tools, vis = "pub(crate)")]
@@ -83,6 +88,9 @@ impl McpSession {
             active_agents,
             max_concurrent_agents: self.state.config.max_concurrent_agents,
             tasks,
+            memory_embedder: self.state.memory.embedder_id().to_string(),
+            memory_degraded: self.state.memory.degraded(),
+            memories_indexed: self.state.memory.indexed(),
         };
         reply(
             format!(

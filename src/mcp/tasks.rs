@@ -204,6 +204,7 @@ impl McpSession {
     ) -> Result<CallToolResult, McpError> {
         let caller = attempt!(self.caller());
         let task_id = attempt!(self.task_or_current(p.task_id));
+        let learnings = p.key_learnings.unwrap_or_default();
         let status = match p.status {
             ReportedStatus::InProgress => TaskStatus::InProgress,
             ReportedStatus::Done => TaskStatus::Done,
@@ -219,7 +220,7 @@ impl McpSession {
                         status,
                         summary: p.summary,
                         failure_reason: p.failure_reason,
-                        key_learnings: p.key_learnings.unwrap_or_default(),
+                        key_learnings: learnings.clone(),
                     },
                 )
                 .map_err(refusal)
@@ -230,6 +231,20 @@ impl McpSession {
             "task_status",
             task.status.as_str(),
         );
+        // Each key learning becomes a memory of type learning (near-duplicates are skipped).
+        for learning in learnings.iter().filter(|l| !l.trim().is_empty()) {
+            let saved = self.state.memory.save(crate::store::NewMemory {
+                content: learning.clone(),
+                memory_type: "learning".into(),
+                agent_id: Some(caller.clone()),
+                task_id: Some(task.id.clone()),
+                workflow_id: task.workflow_id.clone(),
+                ..Default::default()
+            });
+            if let Err(e) = saved {
+                tracing::warn!(task = %task.id, "cannot save a key learning: {e:#}");
+            }
+        }
         if task.status.is_terminal() {
             self.state.signals.task_ended(&caller, &task.id);
         }

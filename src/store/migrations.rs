@@ -1,7 +1,7 @@
 //! Numbered, append-only schema migrations. Never edit a shipped migration: add the next one.
 
 /// `(version, sql)`; applied in order inside one transaction each, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 const V1: &str = r#"
 CREATE TABLE workflow_definitions (
@@ -150,4 +150,27 @@ CREATE TABLE messages (
 CREATE INDEX messages_inbox ON messages(recipient_agent_id, read_at);
 CREATE INDEX messages_untyped ON messages(typed_at, recipient_agent_id);
 CREATE INDEX messages_broadcasts ON messages(sender_agent_id, broadcast, created_at);
+"#;
+
+/// Agent memory. The vector lives here with the text: the search index is derived from this
+/// table and can always be rebuilt from it.
+const V4: &str = r#"
+CREATE TABLE memories (
+    id            INTEGER PRIMARY KEY,
+    content       TEXT NOT NULL,
+    memory_type   TEXT NOT NULL CHECK (memory_type IN ('error_fix', 'discovery', 'decision', 'learning',
+                                                      'warning', 'codebase_knowledge')),
+    tags          TEXT NOT NULL DEFAULT '[]',
+    related_files TEXT NOT NULL DEFAULT '[]',
+    agent_id      TEXT REFERENCES agents(id),
+    task_id       TEXT REFERENCES tasks(id),
+    workflow_id   TEXT REFERENCES workflows(id),
+    -- The vector and the embedder that made it; NULL until embedded (pending).
+    embedder_id   TEXT,
+    dim           INTEGER,
+    vector        BLOB,
+    created_at    INTEGER NOT NULL
+);
+CREATE INDEX memories_pending ON memories(embedder_id);
+CREATE INDEX memories_created ON memories(created_at);
 "#;

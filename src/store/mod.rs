@@ -7,6 +7,7 @@
 //! as the write, so two callers can never both win (see `claim_*`).
 
 mod agents;
+mod memories;
 mod messages;
 mod migrations;
 mod runtime;
@@ -20,6 +21,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use agents::{AgentKind, AgentView, Authenticated};
+pub use memories::{MEMORY_TYPES, MemoryRow, NewMemory};
 pub use messages::MessageView;
 pub use runtime::AgentRuntime;
 pub use tasks::{NewTask, StatusUpdate, TaskFilter, TaskView};
@@ -227,10 +229,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3);
+        assert_eq!(store.schema_version().unwrap(), 4);
         drop(store);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3);
+        assert_eq!(store.schema_version().unwrap(), 4);
         let mode: String = store
             .lock()
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
