@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 mod agents;
+mod memory;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Suite {
@@ -21,6 +22,8 @@ pub enum Suite {
     Mcp,
     /// Agent spawning, worktrees vs clones, merge-back
     Agents,
+    /// Memory search at 10k and 100k memories, saves, embedding throughput
+    Memory,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,7 +74,7 @@ pub(crate) fn stats(mut samples: Vec<Duration>) -> Stats {
     }
 }
 
-fn us(d: Duration) -> String {
+pub(crate) fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
@@ -80,7 +83,7 @@ pub(crate) fn ms(d: Duration) -> String {
 }
 
 /// Resident memory of a process, in MiB, from /proc.
-fn rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()
@@ -278,6 +281,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let result = match args.suite {
         Suite::Mcp => run_in(&args, &exe, &dir),
         Suite::Agents => agents::run(&args, &exe, &dir),
+        Suite::Memory => memory::run(&dir),
     };
     let _ = std::fs::remove_dir_all(&dir);
     result

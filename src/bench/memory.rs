@@ -1,0 +1,207 @@
+//! `hephaestus bench memory`: top-5 search latency on the embedded index at 10k and 100k
+//! memories (exact results), a full `search` (embed the query, scan, rank, read the rows), a
+//! save, embedding throughput, and the process's memory with 100k memories loaded.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::{ms, rss_mib, stats, us};
+use crate::memory::embedder::{Embedder, HashingEmbedder};
+use crate::memory::index::{Filter, RowMeta, VectorIndex};
+use crate::memory::{Memory, MemorySettings, Query};
+use crate::store::{NewMemory, Store};
+
+const DIM: usize = 384;
+const WORDS: &[&str] = &[
+    "sqlite",
+    "migration",
+    "login",
+    "password",
+    "token",
+    "worktree",
+    "branch",
+    "merge",
+    "conflict",
+    "tmux",
+    "pane",
+    "agent",
+    "task",
+    "queue",
+    "priority",
+    "schema",
+    "index",
+    "cache",
+    "timeout",
+    "retry",
+    "socket",
+    "shim",
+    "test",
+    "build",
+    "release",
+    "config",
+    "parser",
+    "yaml",
+    "phase",
+    "workflow",
+    "memory",
+    "vector",
+    "search",
+    "embed",
+    "deploy",
+    "docker",
+    "rust",
+    "python",
+    "frontend",
+    "backend",
+    "api",
+    "endpoint",
+    "auth",
+    "session",
+    "cookie",
+];
+
+/// Deterministic pseudo-random sentences (xorshift), so runs compare.
+fn sentence(seed: u64) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..12)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            WORDS[(x % WORDS.len() as u64) as usize]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn index_of(n: usize, embedder: &HashingEmbedder) -> Result<VectorIndex> {
+    let mut idx = VectorIndex::new(DIM);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let texts: Vec<String> = chunk.iter().map(|i| sentence(*i as u64)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        for (i, v) in chunk.iter().zip(embedder.embed(&refs)?) {
+            let meta = RowMeta {
+                memory_type: "learning".into(),
+                workflow_id: None,
+                agent_id: None,
+            };
+            idx.upsert(*i as i64, v, meta).map_err(anyhow::Error::msg)?;
+        }
+    }
+    Ok(idx)
+}
+
+pub fn run(dir: &Path) -> Result<()> {
+    let embedder = HashingEmbedder::new(DIM);
+    let queries: Vec<Vec<f32>> = (0..200u64)
+        .map(|i| {
+            embedder
+                .embed(&[&sentence(1_000_000 + i)])
+                .map(|mut v| v.remove(0))
+        })
+        .collect::<Result<_>>()?;
+    let rss_before = rss_mib(std::process::id());
+    let mut rows = Vec::new();
+    let mut rss_loaded = None;
+    for n in [10_000usize, 100_000] {
+        eprintln!("index of {n} × {DIM}…");
+        let idx = index_of(n, &embedder)?;
+        let mut samples = Vec::new();
+        for q in queries.iter().cycle().take(1000) {
+            let t = Instant::now();
+            let hits = idx.search(q, 5, &Filter::default());
+            samples.push(t.elapsed());
+            assert_eq!(hits.len(), 5);
+        }
+        let filtered = Filter {
+            memory_types: vec!["decision".into()],
+            ..Default::default()
+        };
+        let t = Instant::now();
+        idx.search(&queries[0], 5, &filtered);
+        rows.push((n, stats(samples), t.elapsed(), idx.memory_bytes()));
+        // Measured while this index is alive: the last one is the 100k index.
+        rss_loaded = rss_mib(std::process::id());
+    }
+
+    eprintln!("embedding throughput…");
+    let texts: Vec<String> = (0..2000u64).map(sentence).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let t = Instant::now();
+    embedder.embed(&refs)?;
+    let batched = refs.len() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for r in &refs {
+        embedder.embed(&[r])?;
+    }
+    let single = refs.len() as f64 / t.elapsed().as_secs_f64();
+
+    eprintln!("saves and full searches on a SQLite file with 10,000 memories…");
+    let store = Store::open(&dir.join("memory-bench.db"))?;
+    let memory = Memory::open(
+        store,
+        Arc::new(HashingEmbedder::new(DIM)),
+        MemorySettings::default(),
+    )?;
+    let mut saves = Vec::new();
+    for i in 0..10_000u64 {
+        let t = Instant::now();
+        memory.save(NewMemory {
+            content: sentence(i),
+            memory_type: "learning".into(),
+            ..Default::default()
+        })?;
+        saves.push(t.elapsed());
+    }
+    let mut searches = Vec::new();
+    for i in 0..500u64 {
+        let q = Query {
+            text: sentence(2_000_000 + i),
+            limit: 5,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        memory.search(&q)?;
+        searches.push(t.elapsed());
+    }
+    let (saves, searches) = (stats(saves), stats(searches));
+
+    println!("| measurement | p50 | p99 | note |");
+    println!("|---|---|---|---|");
+    for (n, s, filtered, bytes) in &rows {
+        println!(
+            "| exact top-5, {n} × {DIM} (one core) | {} | {} | vectors {:.0} MiB (f32 + bf16); with a type filter {} |",
+            us(s.p50),
+            us(s.p99),
+            *bytes as f64 / 1_048_576.0,
+            us(*filtered)
+        );
+    }
+    println!(
+        "| search_memories path, 10k (embed query, scan, rank, read rows) | {} | {} | |",
+        us(searches.p50),
+        us(searches.p99)
+    );
+    println!(
+        "| save with duplicate check (committed write), up to 10k | {} | {} | hashing embedder |",
+        us(saves.p50),
+        us(saves.p99)
+    );
+    println!(
+        "| embedding throughput, hashing embedder | {batched:.0} texts/s batched | {single:.0} texts/s one by one | |"
+    );
+    let mib = |v: Option<f64>| {
+        v.map(|v| format!("{v:.1} MiB"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    println!(
+        "| process RSS before → with the 100k index loaded | {} → {} | | |",
+        mib(rss_before),
+        mib(rss_loaded)
+    );
+    let _ = ms(Duration::ZERO);
+    Ok(())
+}
