@@ -96,6 +96,17 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MemoryFile {
+    /// "hashing" or "openai"
+    embedder: Option<String>,
+    base_url: Option<String>,
+    model: Option<String>,
+    /// Name of the environment variable that holds the API key (default OPENAI_API_KEY).
+    api_key_env: Option<String>,
+    dimensions: Option<usize>,
+    timeout_secs: Option<u64>,
+    batch_size: Option<usize>,
+    max_retries: Option<u32>,
+    pending_retry_secs: Option<u64>,
     dedup_threshold: Option<f32>,
     weight_similarity: Option<f32>,
     weight_recency: Option<f32>,
@@ -201,7 +212,38 @@ impl Config {
         let memory = {
             let f = file.memory.unwrap_or_default();
             let d = crate::memory::MemorySettings::default();
+            let embedder = match f.embedder.as_deref().unwrap_or("hashing") {
+                "hashing" => crate::memory::EmbedderChoice::Hashing,
+                "openai" => {
+                    let key_var = f
+                        .api_key_env
+                        .clone()
+                        .unwrap_or_else(|| "OPENAI_API_KEY".to_string());
+                    crate::memory::EmbedderChoice::OpenAi(crate::memory::openai::OpenAiSettings {
+                        base_url: f
+                            .base_url
+                            .clone()
+                            .unwrap_or_else(|| "https://api.openai.com/v1".to_string()),
+                        model: f
+                            .model
+                            .clone()
+                            .unwrap_or_else(|| "text-embedding-3-small".to_string()),
+                        api_key: env.get(&key_var).filter(|k| !k.is_empty()).cloned(),
+                        dimensions: f.dimensions,
+                        timeout: std::time::Duration::from_secs(
+                            f.timeout_secs.unwrap_or(30).max(1),
+                        ),
+                        batch_size: f.batch_size.unwrap_or(64).max(1),
+                        max_retries: f.max_retries.unwrap_or(4),
+                    })
+                }
+                other => bail!("memory.embedder must be \"hashing\" or \"openai\", got {other:?}"),
+            };
             let m = crate::memory::MemorySettings {
+                embedder,
+                pending_retry: std::time::Duration::from_secs(
+                    f.pending_retry_secs.unwrap_or(30).max(1),
+                ),
                 dedup_threshold: f.dedup_threshold.unwrap_or(d.dedup_threshold),
                 weight_similarity: f.weight_similarity.unwrap_or(d.weight_similarity),
                 weight_recency: f.weight_recency.unwrap_or(d.weight_recency),

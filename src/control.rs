@@ -234,6 +234,7 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 "embedder": state.memory.embedder_id(),
                 "degraded": state.memory.degraded(),
                 "indexed": state.memory.indexed(),
+                "pending": state.memory.pending(),
             },
             "tasks": store.task_counts(None)?,
             "workflows": store.list_workflows(Some("active"))?,
@@ -315,11 +316,6 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 "task_id": rt.task_id,
                 "tmux_session": rt.tmux_session,
                 "tmux_socket": state.config.agents.tmux_socket,
-            "memory": {
-                "embedder": state.memory.embedder_id(),
-                "degraded": state.memory.degraded(),
-                "indexed": state.memory.indexed(),
-            },
                 "worktree": rt.worktree_path,
                 "branch": rt.branch,
                 "events": store.agent_events(&rt.agent_id)?,
@@ -349,7 +345,13 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 memory_types,
                 ..Default::default()
             };
-            json!(state.memory.search(&q).map_err(agent_op)?)
+            let state = state.clone();
+            json!(
+                tokio::task::spawn_blocking(move || state.memory.search(&q))
+                    .await
+                    .map_err(|e| OpError::Internal(e.into()))?
+                    .map_err(agent_op)?
+            )
         }
         Request::MemoryList { limit } => json!(store.list_memories(limit.unwrap_or(50))?),
         Request::MemoryReindex => {

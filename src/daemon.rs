@@ -62,12 +62,21 @@ pub fn serve(config: Config) -> Result<()> {
             }
             signals.cancel();
         });
-        // No model is bundled yet: the hashing embedder keeps memory working, at lower quality.
-        let embedder = Arc::new(crate::memory::embedder::HashingEmbedder::new(384));
-        tracing::warn!(
-            "memory search uses the hashing embedder: quality is degraded (lexical overlap only)"
-        );
-        let memory = crate::memory::Memory::open(store.clone(), embedder, config.memory.clone())?;
+        let embedder = {
+            let settings = config.memory.clone();
+            tokio::task::spawn_blocking(move || crate::memory::Memory::make_embedder(&settings))
+                .await
+                .context("embedder set-up failed")??
+        };
+        if embedder.degraded() {
+            tracing::warn!("memory search uses the hashing embedder: quality is degraded (lexical overlap only)");
+        }
+        let memory = {
+            let (store, settings) = (store.clone(), config.memory.clone());
+            tokio::task::spawn_blocking(move || crate::memory::Memory::open(store, embedder, settings))
+                .await
+                .context("memory set-up failed")??
+        };
         let state = Arc::new(AppState::new(store.clone(), config.clone(), memory));
         let manager = if config.agents.enabled {
             match crate::agents::manager::AgentManager::new(state.clone()) {
@@ -85,6 +94,50 @@ pub fn serve(config: Config) -> Result<()> {
             tracing::info!("agent spawning is off; queued tasks wait for `hephaestus task assign`");
             None
         };
+        // Memories saved while the embedder failed are embedded and indexed when it is back.
+        {
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(state.config.memory.pending_retry) => {}
+                    }
+                    let s = state.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if s.memory.pending() > 0 {
+                            match s.memory.reindex() {
+                                Ok(r) => tracing::info!(embedded = r.embedded, "pending memories indexed"),
+                                Err(e) => tracing::warn!("pending memories still not indexed: {e:#}"),
+                            }
+                        }
+                    })
+                    .await;
+                }
+            });
+        }
+        // Memories saved while the embedder failed are embedded and indexed when it is back.
+        {
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(state.config.memory.pending_retry) => {}
+                    }
+                    let s = state.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if s.memory.pending() > 0 {
+                            match s.memory.reindex() {
+                                Ok(r) => tracing::info!(embedded = r.embedded, "pending memories indexed"),
+                                Err(e) => tracing::warn!("pending memories still not indexed: {e:#}"),
+                            }
+                        }
+                    })
+                    .await;
+                }
+            });
+        }
         let result = crate::server::run(listener, state, shutdown).await;
         if let Some(m) = manager {
             let _ = m.await;

@@ -10,6 +10,8 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "shim") && std::env::args_os().len() == 2 {
         return hephaestus::shim::main();
     }
+    // One TLS crypto provider for the process (HTTP clients panic without one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let env = hephaestus::config::env_snapshot();
     let cli = hephaestus::cli::Cli::parse();
     if !matches!(cli.command, hephaestus::cli::Command::Serve { .. }) {

@@ -253,7 +253,8 @@ impl AgentManager {
 
         let agent_dir = adapters::agent_dir(&self.state.config.data_dir, &id8);
         let system_prompt = self.render_system(agent_id, &info.path, &info.branch, task)?;
-        let first_message = self.render_task(task)?;
+        let memories = self.memories_for(task).await;
+        let first_message = self.render_task(task, memories)?;
         let launch = AgentLaunch {
             agent_id: agent_id.to_string(),
             token: token.to_string(),
@@ -466,7 +467,7 @@ impl AgentManager {
         prompt::render(prompt::AGENT_SYSTEM, &values)
     }
 
-    fn render_task(&self, task: &TaskView) -> Result<String> {
+    fn render_task(&self, task: &TaskView, memories: String) -> Result<String> {
         let (mut phase, mut phase_description, mut phases) =
             (String::new(), String::new(), String::new());
         if let (Some(w), Some(order)) = (&task.workflow_id, task.phase)
@@ -489,20 +490,21 @@ impl AgentManager {
             ("phase", phase),
             ("phase_description", phase_description),
             ("phases", phases.trim_end().to_string()),
-            ("memories", self.memories_for(task)),
+            ("memories", memories),
         ]);
         prompt::render(prompt::AGENT_TASK, &values)
     }
 
     /// The memories most relevant to a task, as a list for its first message.
-    fn memories_for(&self, task: &TaskView) -> String {
+    async fn memories_for(&self, task: &TaskView) -> String {
         let query = crate::memory::Query {
             text: format!("{}\n{}", task.description, task.done_definition),
             limit: 5,
             min_similarity: Some(0.2),
             ..Default::default()
         };
-        match self.state.memory.search(&query) {
+        let state = self.state.clone();
+        match self.blocking(move || state.memory.search(&query)).await {
             Ok(found) => found
                 .iter()
                 .map(|f| format!("- [{}] {}", f.memory.memory_type, f.memory.content.trim()))

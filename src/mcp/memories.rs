@@ -102,6 +102,15 @@ pub struct MemoryResults {
     pub memories: Vec<FoundMemory>,
 }
 
+/// Runs memory work off the reactor: a remote embedder may take seconds.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow::anyhow!("memory task failed: {e}"))?
+}
+
 impl McpSession {
     /// The caller's current task and its workflow, recorded with what it saves.
     fn task_and_workflow(&self, caller: &str) -> (Option<String>, Option<String>) {
@@ -134,19 +143,19 @@ impl McpSession {
             return Ok(tool_error("content must not be empty"));
         }
         let (task_id, workflow_id) = self.task_and_workflow(&caller);
+        let state = self.state.clone();
         let saved = attempt!(
-            self.state
-                .memory
-                .save(NewMemory {
-                    content: p.content,
-                    memory_type: p.memory_type.as_str().to_string(),
-                    tags: p.tags.unwrap_or_default(),
-                    related_files: p.related_files.unwrap_or_default(),
-                    agent_id: Some(caller),
-                    task_id,
-                    workflow_id,
-                })
-                .map_err(|e| tool_error(format!("cannot save the memory: {e:#}")))
+            blocking(move || state.memory.save(NewMemory {
+                content: p.content,
+                memory_type: p.memory_type.as_str().to_string(),
+                tags: p.tags.unwrap_or_default(),
+                related_files: p.related_files.unwrap_or_default(),
+                agent_id: Some(caller),
+                task_id,
+                workflow_id,
+            }))
+            .await
+            .map_err(|e| tool_error(format!("cannot save the memory: {e:#}")))
         );
         let (id, outcome, similarity, text) = match saved {
             Saved::Stored { id } => (id, "stored", None, format!("Memory {id} saved")),
@@ -193,22 +202,22 @@ impl McpSession {
                 }
             },
         };
+        let state = self.state.clone();
         let found = attempt!(
-            self.state
-                .memory
-                .search(&Query {
-                    text: p.query,
-                    limit: p.limit.unwrap_or(5).clamp(1, 50) as usize,
-                    memory_types: p
-                        .memory_types
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|t| t.as_str().to_string())
-                        .collect(),
-                    min_similarity: p.min_score,
-                    workflow_id,
-                })
-                .map_err(|e| tool_error(format!("cannot search memories: {e:#}")))
+            blocking(move || state.memory.search(&Query {
+                text: p.query,
+                limit: p.limit.unwrap_or(5).clamp(1, 50) as usize,
+                memory_types: p
+                    .memory_types
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| t.as_str().to_string())
+                    .collect(),
+                min_similarity: p.min_score,
+                workflow_id,
+            }))
+            .await
+            .map_err(|e| tool_error(format!("cannot search memories: {e:#}")))
         );
         let now = crate::time::now_ms();
         let memories: Vec<FoundMemory> = found

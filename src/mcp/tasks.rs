@@ -232,17 +232,29 @@ impl McpSession {
             task.status.as_str(),
         );
         // Each key learning becomes a memory of type learning (near-duplicates are skipped).
-        for learning in learnings.iter().filter(|l| !l.trim().is_empty()) {
-            let saved = self.state.memory.save(crate::store::NewMemory {
-                content: learning.clone(),
+        let learned: Vec<crate::store::NewMemory> = learnings
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| crate::store::NewMemory {
+                content: l.clone(),
                 memory_type: "learning".into(),
                 agent_id: Some(caller.clone()),
                 task_id: Some(task.id.clone()),
                 workflow_id: task.workflow_id.clone(),
                 ..Default::default()
-            });
+            })
+            .collect();
+        if !learned.is_empty() {
+            let state = self.state.clone();
+            let saved = super::memories::blocking(move || {
+                for m in learned {
+                    state.memory.save(m)?;
+                }
+                Ok(())
+            })
+            .await;
             if let Err(e) = saved {
-                tracing::warn!(task = %task.id, "cannot save a key learning: {e:#}");
+                tracing::warn!(task = %task.id, "cannot save key learnings: {e:#}");
             }
         }
         if task.status.is_terminal() {

@@ -7,6 +7,7 @@
 
 pub mod embedder;
 pub mod index;
+pub mod openai;
 
 use std::sync::{Arc, RwLock};
 
@@ -17,9 +18,21 @@ use crate::store::{MemoryRow, NewMemory, Store};
 use embedder::Embedder;
 use index::{Filter, RowMeta, VectorIndex};
 
+/// Which embedder makes the vectors.
+#[derive(Debug, Clone)]
+pub enum EmbedderChoice {
+    /// Dependency-free feature hashing; degraded quality.
+    Hashing,
+    /// An OpenAI-compatible endpoint.
+    OpenAi(openai::OpenAiSettings),
+}
+
 /// How search results are ranked and when a memory counts as a duplicate.
 #[derive(Debug, Clone)]
 pub struct MemorySettings {
+    pub embedder: EmbedderChoice,
+    /// How often memories saved while the embedder failed are retried.
+    pub pending_retry: std::time::Duration,
     /// Cosine similarity at or above which a new memory is not stored again.
     pub dedup_threshold: f32,
     pub weight_similarity: f32,
@@ -32,6 +45,8 @@ pub struct MemorySettings {
 impl Default for MemorySettings {
     fn default() -> Self {
         MemorySettings {
+            embedder: EmbedderChoice::Hashing,
+            pending_retry: std::time::Duration::from_secs(30),
             dedup_threshold: 0.95,
             weight_similarity: 0.5,
             weight_recency: 0.2,
@@ -108,6 +123,14 @@ fn meta_of(m: &MemoryRow) -> RowMeta {
 }
 
 impl Memory {
+    /// The embedder the settings ask for.
+    pub fn make_embedder(settings: &MemorySettings) -> Result<Arc<dyn Embedder>> {
+        Ok(match &settings.embedder {
+            EmbedderChoice::Hashing => Arc::new(embedder::HashingEmbedder::new(384)),
+            EmbedderChoice::OpenAi(s) => Arc::new(openai::OpenAiEmbedder::new(s.clone())?),
+        })
+    }
+
     /// Builds the index from the stored vectors of this embedder and embeds the rest.
     pub fn open(
         store: Store,
@@ -130,6 +153,14 @@ impl Memory {
 
     pub fn degraded(&self) -> bool {
         self.embedder.degraded()
+    }
+
+    /// Memories stored without a vector from the current embedder.
+    pub fn pending(&self) -> usize {
+        self.store
+            .memories_to_embed(self.embedder.id(), self.embedder.dim())
+            .map(|v| v.len())
+            .unwrap_or(0)
     }
 
     pub fn indexed(&self) -> usize {

@@ -45,13 +45,24 @@ impl Coordinator {
         Self::start_at(project, args, &socket)
     }
 
+    /// Starts with extra environment variables for the coordinator.
+    pub fn start_with_env(project: &Path, args: &[&str], env: &[(&str, &str)]) -> Coordinator {
+        let socket = project.join(".hephaestus/coordinator.sock");
+        Self::spawn(project, args, &socket, env)
+    }
+
     pub fn start_at(project: &Path, args: &[&str], socket: &Path) -> Coordinator {
+        Self::spawn(project, args, socket, &[])
+    }
+
+    fn spawn(project: &Path, args: &[&str], socket: &Path, env: &[(&str, &str)]) -> Coordinator {
         std::fs::create_dir_all(project.join(".hephaestus")).unwrap();
         let stderr_log = project.join(format!(
             "serve-{}.stderr",
             std::process::id() ^ rand_suffix()
         ));
         let child = command(project)
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--log-level")
             .arg("debug")
