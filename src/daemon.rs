@@ -94,50 +94,7 @@ pub fn serve(config: Config) -> Result<()> {
             tracing::info!("agent spawning is off; queued tasks wait for `hephaestus task assign`");
             None
         };
-        // Memories saved while the embedder failed are embedded and indexed when it is back.
-        {
-            let (state, shutdown) = (state.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(state.config.memory.pending_retry) => {}
-                    }
-                    let s = state.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if s.memory.pending() > 0 {
-                            match s.memory.reindex() {
-                                Ok(r) => tracing::info!(embedded = r.embedded, "pending memories indexed"),
-                                Err(e) => tracing::warn!("pending memories still not indexed: {e:#}"),
-                            }
-                        }
-                    })
-                    .await;
-                }
-            });
-        }
-        // Memories saved while the embedder failed are embedded and indexed when it is back.
-        {
-            let (state, shutdown) = (state.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(state.config.memory.pending_retry) => {}
-                    }
-                    let s = state.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if s.memory.pending() > 0 {
-                            match s.memory.reindex() {
-                                Ok(r) => tracing::info!(embedded = r.embedded, "pending memories indexed"),
-                                Err(e) => tracing::warn!("pending memories still not indexed: {e:#}"),
-                            }
-                        }
-                    })
-                    .await;
-                }
-            });
-        }
+        tokio::spawn(index_pending_memories(state.clone(), shutdown.clone()));
         let result = crate::server::run(listener, state, shutdown).await;
         if let Some(m) = manager {
             let _ = m.await;
@@ -152,6 +109,26 @@ pub fn serve(config: Config) -> Result<()> {
     drop(pidfile);
     tracing::info!("coordinator stopped");
     Ok(())
+}
+
+/// Memories saved while the embedder failed are embedded and indexed once it answers again.
+async fn index_pending_memories(state: crate::state::Shared, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(state.config.memory.pending_retry) => {}
+        }
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if s.memory.pending() > 0 {
+                match s.memory.reindex() {
+                    Ok(r) => tracing::info!(embedded = r.embedded, "pending memories indexed"),
+                    Err(e) => tracing::warn!("pending memories still not indexed: {e:#}"),
+                }
+            }
+        })
+        .await;
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

@@ -69,6 +69,38 @@ fn tmux_of(coord: &Coordinator) -> TmuxServer {
     )
 }
 
+/// A tmux session and a worktree that no agent in the database owns, as a crash leaves them.
+fn make_orphans(dir: &Path, tmux: &TmuxServer, worktrees: &Path, id8: &str) -> PathBuf {
+    let session = format!("hep-{id8}");
+    let out = Command::new("tmux")
+        .args([
+            "-L",
+            &tmux.0,
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "sleep 300",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::create_dir_all(worktrees).unwrap();
+    let orphan = worktrees.join(format!("agent-{id8}"));
+    git(
+        dir,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            &format!("hephaestus/agent-{id8}"),
+            orphan.to_str().unwrap(),
+        ],
+    );
+    orphan
+}
+
 fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
@@ -441,36 +473,11 @@ fn people_can_watch_message_stop_and_clean_up_agents() {
     );
 
     // Leftovers no agent owns: a session on our tmux server and a worktree.
-    let out = Command::new("tmux")
-        .args([
-            "-L",
-            &tmux.0,
-            "new-session",
-            "-d",
-            "-s",
-            "hep-deadbeef",
-            "sleep 300",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::create_dir_all(&worktrees).unwrap();
-    let orphan = worktrees.join("agent-cafebabe");
-    git(
-        dir.path(),
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "-b",
-            "hephaestus/agent-cafebabe",
-            orphan.to_str().unwrap(),
-        ],
-    );
+    let orphan = make_orphans(dir.path(), &tmux, &worktrees, "cafebabe");
     let report = coord.cli(&["agents", "gc"]);
     assert_eq!(
         report["sessions_killed"],
-        serde_json::json!(["hep-deadbeef"]),
+        serde_json::json!(["hep-cafebabe"]),
         "{report}"
     );
     assert_eq!(
@@ -489,34 +496,7 @@ fn leftovers_of_a_previous_run_are_swept_at_start() {
     let first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
     let tmux = tmux_of(&first);
     drop(first);
-    // A session and a worktree that no agent in the database owns, as a crash would leave them.
-    let out = Command::new("tmux")
-        .args([
-            "-L",
-            &tmux.0,
-            "new-session",
-            "-d",
-            "-s",
-            "hep-0badf00d",
-            "sleep 300",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::create_dir_all(&worktrees).unwrap();
-    let orphan = worktrees.join("agent-0badf00d");
-    git(
-        dir.path(),
-        &[
-            "worktree",
-            "add",
-            "-q",
-            "-b",
-            "hephaestus/agent-0badf00d",
-            orphan.to_str().unwrap(),
-        ],
-    );
-
+    let orphan = make_orphans(dir.path(), &tmux, &worktrees, "0badf00d");
     let _coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
     wait_until("the orphans swept", Duration::from_secs(10), || {
         !orphan.exists()
