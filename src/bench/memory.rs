@@ -4,11 +4,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 
-use super::{ms, rss_mib, stats, us};
+use super::{rss_mib, stats, us};
 use crate::memory::embedder::{Embedder, HashingEmbedder};
 use crate::memory::index::{Filter, RowMeta, VectorIndex};
 use crate::memory::{Memory, MemorySettings, Query};
@@ -169,6 +169,11 @@ pub fn run(dir: &Path) -> Result<()> {
     }
     let (saves, searches) = (stats(saves), stats(searches));
 
+    let set_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/memory_quality.json");
+    let quality = crate::memory::quality::load(&set_path).and_then(|set| {
+        crate::memory::quality::evaluate(&set, Arc::new(HashingEmbedder::new(DIM)))
+    });
+
     println!("| measurement | p50 | p99 | note |");
     println!("|---|---|---|---|");
     for (n, s, filtered, bytes) in &rows {
@@ -202,6 +207,14 @@ pub fn run(dir: &Path) -> Result<()> {
         mib(rss_before),
         mib(rss_loaded)
     );
-    let _ = ms(Duration::ZERO);
+    match quality {
+        Ok(q) => println!(
+            "| retrieval quality, hashing embedder ({} labelled queries) | top-1 {:.0}% | MRR {:.2} | similarity only |",
+            q.queries,
+            q.top1 * 100.0,
+            q.mrr
+        ),
+        Err(e) => println!("| retrieval quality | n/a | | {e:#} |"),
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod embedder;
 pub mod index;
 pub mod openai;
+pub mod quality;
 
 use std::sync::{Arc, RwLock};
 
