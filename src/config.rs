@@ -96,7 +96,7 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MemoryFile {
-    /// "hashing" or "openai"
+    /// "hashing", "openai" or "minilm"
     embedder: Option<String>,
     base_url: Option<String>,
     model: Option<String>,
@@ -237,7 +237,22 @@ impl Config {
                         max_retries: f.max_retries.unwrap_or(4),
                     })
                 }
-                other => bail!("memory.embedder must be \"hashing\" or \"openai\", got {other:?}"),
+                "minilm" => {
+                    if !cfg!(feature = "local-embeddings") {
+                        bail!(
+                            "memory.embedder = \"minilm\" needs a build with the `local-embeddings` feature (this one was built without it); use \"hashing\" or \"openai\", or rebuild with default features"
+                        );
+                    }
+                    let home = env.get("HOME").filter(|h| !h.is_empty()).with_context(|| {
+                        "memory.embedder = \"minilm\" keeps its model under $HOME/.cache, and HOME is not set"
+                    })?;
+                    crate::memory::EmbedderChoice::MiniLm {
+                        cache_dir: crate::memory::minilm_cache_dir(Path::new(home)),
+                    }
+                }
+                other => bail!(
+                    "memory.embedder must be \"hashing\", \"openai\" or \"minilm\", got {other:?}"
+                ),
             };
             let m = crate::memory::MemorySettings {
                 embedder,
@@ -506,5 +521,35 @@ mod tests {
         let (short, note) = default_socket_path(Path::new("/tmp/p/.hephaestus"), None);
         assert_eq!(short, PathBuf::from("/tmp/p/.hephaestus/coordinator.sock"));
         assert!(note.is_none());
+    }
+
+    #[test]
+    fn minilm_is_chosen_with_a_cache_under_home_or_refused_without_the_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[memory]\nembedder = \"minilm\"\n",
+        )
+        .unwrap();
+        let loaded = Config::load(
+            dir.path(),
+            &env(&[("HOME", "/home/u")]),
+            &Overrides::default(),
+        );
+        if cfg!(feature = "local-embeddings") {
+            let c = loaded.unwrap();
+            let crate::memory::EmbedderChoice::MiniLm { cache_dir } = c.memory.embedder else {
+                panic!("{:?}", c.memory.embedder)
+            };
+            assert_eq!(
+                cache_dir,
+                PathBuf::from("/home/u/.cache/hephaestus/models/all-MiniLM-L6-v2")
+            );
+            let no_home = Config::load(dir.path(), &env(&[]), &Overrides::default()).unwrap_err();
+            assert!(format!("{no_home:#}").contains("HOME"), "{no_home:#}");
+        } else {
+            let text = format!("{:#}", loaded.unwrap_err());
+            assert!(text.contains("local-embeddings"), "{text}");
+        }
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod embedder;
 pub mod index;
+#[cfg(feature = "local-embeddings")]
+pub mod minilm;
 pub mod openai;
 pub mod quality;
 
@@ -26,6 +28,14 @@ pub enum EmbedderChoice {
     Hashing,
     /// An OpenAI-compatible endpoint.
     OpenAi(openai::OpenAiSettings),
+    /// all-MiniLM-L6-v2 run in-process (feature `local-embeddings`); its files live in
+    /// `cache_dir`, fetched there on first use.
+    MiniLm { cache_dir: std::path::PathBuf },
+}
+
+/// Where the MiniLM model files are kept for the user whose home is `home`.
+pub fn minilm_cache_dir(home: &std::path::Path) -> std::path::PathBuf {
+    home.join(".cache/hephaestus/models/all-MiniLM-L6-v2")
 }
 
 /// How search results are ranked and when a memory counts as a duplicate.
@@ -129,6 +139,14 @@ impl Memory {
         Ok(match &settings.embedder {
             EmbedderChoice::Hashing => Arc::new(embedder::HashingEmbedder::new(384)),
             EmbedderChoice::OpenAi(s) => Arc::new(openai::OpenAiEmbedder::new(s.clone())?),
+            #[cfg(feature = "local-embeddings")]
+            EmbedderChoice::MiniLm { cache_dir } => {
+                Arc::new(minilm::MiniLmEmbedder::open(cache_dir)?)
+            }
+            #[cfg(not(feature = "local-embeddings"))]
+            EmbedderChoice::MiniLm { .. } => anyhow::bail!(
+                "the minilm embedder is not in this build: rebuild with the `local-embeddings` feature"
+            ),
         })
     }
 
