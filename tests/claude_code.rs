@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Coordinator;
+use common::{Coordinator, git};
 use serde_json::{Value, json};
 
 const GET_TASK: &str = "mcp__hephaestus__get_task";
@@ -478,22 +478,6 @@ fn messages(body: &Value) -> (Answer, Seen) {
 }
 
 // ---- the project and the coordinator ------------------------------------------------------
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// `hephaestus serve` with the environment Claude Code gets through the tmux server: the stand-in's
 /// URL and a key, a fresh HOME (nothing of the developer's own Claude Code set-up is read), and

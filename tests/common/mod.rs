@@ -341,6 +341,23 @@ impl Drop for RawShim {
     }
 }
 
+/// Runs git in `dir`, hermetic (no global config), and returns its stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A fresh project directory (a git repo, as users run it).
 pub fn project() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
