@@ -551,10 +551,7 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                             s(&v["id"])
                         );
                     }
-                    use std::os::unix::process::CommandExt;
-                    let err = std::process::Command::new("tmux")
-                        .args(["-L", socket, "attach-session", "-t", &format!("={session}")])
-                        .exec();
+                    let err = crate::agents::tmux::Tmux::new(socket).attach(session);
                     anyhow::bail!("cannot run tmux attach: {err}");
                 }
                 AgentsCommand::Send { id, text } => {

@@ -176,7 +176,7 @@ fn a_person_starts_a_workflow_and_agents_work_it_through_the_tools() {
         .find(refused_update)
         .unwrap_or_else(|| panic!("no tool-call line for the refused update in:\n{log}"));
     assert!(
-        line.contains(&format!("agent=\"{agent}\"")) && line.contains("micros="),
+        line.contains(&format!("agent={agent}")) && line.contains("micros="),
         "{line}"
     );
 

@@ -36,10 +36,6 @@ impl Tmux {
         format!("={name}:")
     }
 
-    pub fn socket_name(&self) -> &str {
-        &self.socket
-    }
-
     fn command(&self) -> Command {
         let mut cmd = Command::new("tmux");
         cmd.arg("-L").arg(&self.socket).stdin(Stdio::null());
@@ -183,18 +179,24 @@ impl Tmux {
             .collect())
     }
 
-    /// The command a person runs to watch a session.
-    pub fn attach_command(&self, name: &str) -> Vec<String> {
-        [
-            "tmux",
-            "-L",
-            &self.socket,
-            "attach-session",
-            "-t",
-            &format!("={name}"),
-        ]
-        .map(String::from)
-        .to_vec()
+    /// Replaces this process with `tmux attach` to the session, for a person to watch it.
+    /// Returns only if tmux could not be started.
+    pub fn attach(&self, name: &str) -> std::io::Error {
+        use std::os::unix::process::CommandExt;
+        Command::new("tmux")
+            .args([
+                "-L",
+                &self.socket,
+                "attach-session",
+                "-t",
+                &format!("={name}"),
+            ])
+            .exec()
+    }
+
+    /// Stops the private server and every session on it.
+    pub fn kill_server(&self) {
+        let _ = self.run(&["kill-server"]);
     }
 }
 
@@ -256,8 +258,6 @@ mod tests {
         tmux.kill_session("t1").unwrap();
         assert!(!tmux.has_session("t1"));
         tmux.kill_session("t1").unwrap();
-        let _ = Command::new("tmux")
-            .args(["-L", tmux.socket_name(), "kill-server"])
-            .status();
+        tmux.kill_server();
     }
 }

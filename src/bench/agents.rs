@@ -172,9 +172,7 @@ pub fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<()> {
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
     let _ = serve.wait();
     if let Some(socket) = tmux {
-        let _ = Command::new("tmux")
-            .args(["-L", &socket, "kill-server"])
-            .output();
+        crate::agents::tmux::Tmux::new(socket).kill_server();
     }
     let (session, connected, delivered, done) = result?;
 

@@ -59,7 +59,7 @@ impl McpSession {
 
     /// Gives a person's own agent CLI (no agent id in the handshake) an identity named after
     /// the client.
-    fn register_external(&self, client_name: &str) -> Result<(), McpError> {
+    fn register_external(&self, client_name: &str) -> Result<String, McpError> {
         let name = client_name.trim();
         let name = if name.is_empty() {
             "unknown-client"
@@ -72,26 +72,23 @@ impl McpSession {
             .register_external_agent(name, self.peer_pid)
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         tracing::info!(agent = %agent.id, client = name, "external agent connected");
-        *self.agent_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(agent.id);
-        Ok(())
+        *self.agent_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(agent.id.clone());
+        Ok(agent.id)
     }
 
-    /// Clients on the 2026-07-28 lifecycle (Claude Code 2.1) open with `server/discover` and
-    /// never send `initialize`; each request names the client in its `_meta` instead. This
-    /// does for them what `initialize` does for the others.
-    fn on_first_request(&self, meta: &rmcp::model::RequestMetaObject) -> Result<(), McpError> {
-        match self.agent_id() {
-            Some(id) => {
-                if self.managed && !self.state.signals.is_initialized(&id) {
-                    self.state.signals.initialized(&id);
-                }
-                Ok(())
+    /// The connection's agent, once it has shown up: an external client is registered under
+    /// `client_name`, and a managed agent counts as connected for the agent manager. Called on
+    /// `initialize`, and on `tools/list` and `tools/call` too, because clients on the 2026-07-28
+    /// lifecycle (Claude Code 2.1) never send `initialize` and name themselves in each request's
+    /// `_meta` instead.
+    fn connected(&self, client_name: impl FnOnce() -> String) -> Result<String, McpError> {
+        if let Some(id) = self.agent_id() {
+            if self.managed && !self.state.signals.is_initialized(&id) {
+                self.state.signals.initialized(&id);
             }
-            None => {
-                let name = meta.client_info().map(|c| c.name).unwrap_or_default();
-                self.register_external(&name)
-            }
+            return Ok(id);
         }
+        self.register_external(&client_name())
     }
 
     fn caller(&self) -> Result<String, CallToolResult> {
@@ -141,14 +138,7 @@ impl ServerHandler for McpSession {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, McpError> {
         context.peer.set_peer_info(request.clone());
-        if self.managed
-            && let Some(id) = self.agent_id()
-        {
-            self.state.signals.initialized(&id);
-        }
-        if self.agent_id().is_none() {
-            self.register_external(&request.client_info.name)?;
-        }
+        self.connected(|| request.client_info.name.clone())?;
         self.negotiate_initialize(&request)
     }
 
@@ -159,7 +149,7 @@ impl ServerHandler for McpSession {
         _request: Option<rmcp::model::PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListToolsResult, McpError> {
-        self.on_first_request(&context.meta)?;
+        self.connected(|| client_name(&context.meta))?;
         let cache_hints = context
             .protocol_version()
             .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);
@@ -180,11 +170,9 @@ impl ServerHandler for McpSession {
     ) -> Result<CallToolResponse, McpError> {
         let started = Instant::now();
         let tool = request.name.clone();
-        self.on_first_request(&context.meta)?;
-        if self.managed
-            && let Some(id) = self.agent_id()
-        {
-            self.state.signals.tool_called(&id);
+        let agent = self.connected(|| client_name(&context.meta))?;
+        if self.managed {
+            self.state.signals.tool_called(&agent);
         }
         let result = router()
             .call(ToolCallContext::new(self, request, context))
@@ -196,7 +184,7 @@ impl ServerHandler for McpSession {
             Err(_) => "rpc_error",
         };
         tracing::debug!(
-            agent = self.agent_id().as_deref().unwrap_or("-"),
+            agent = %agent,
             tool = %tool,
             micros = started.elapsed().as_micros() as u64,
             outcome,
@@ -237,6 +225,11 @@ pub fn on_disconnect(state: &Shared, session_agent: Option<String>) {
     {
         let _ = state.store.terminate_agent(&id);
     }
+}
+
+/// The client's name from a request's `_meta` (2026-07-28 lifecycle), or empty.
+fn client_name(meta: &rmcp::model::RequestMetaObject) -> String {
+    meta.client_info().map(|c| c.name).unwrap_or_default()
 }
 
 /// A successful result: a short text for the model plus the structured value.

@@ -158,10 +158,4 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
-
-    pub fn memory_count(&self) -> OpResult<i64> {
-        Ok(self
-            .lock()
-            .query_row("SELECT COUNT(*) FROM memories", [], |r| r.get(0))?)
-    }
 }
