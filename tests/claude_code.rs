@@ -10,13 +10,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::agent_cli::{self, TmuxServer};
 use common::{Coordinator, git};
 use serde_json::{Value, json};
 
@@ -25,18 +25,6 @@ const UPDATE_STATUS: &str = "mcp__hephaestus__update_task_status";
 const SUMMARY: &str = "claude stand-in finished";
 const NOTE_FILE: &str = "CLAUDE_WAS_HERE.md";
 const NOTE_TEXT: &str = "Written by Claude Code's Write tool, scripted by the stand-in.\n";
-
-/// The pinned install from `.ci/run` first (the version this test was verified with), then PATH.
-fn find_claude() -> Option<PathBuf> {
-    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/agent-clis/bin/claude");
-    if pinned.is_file() {
-        return Some(pinned);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("claude"))
-        .find(|c| c.is_file())
-}
 
 // ---- the stand-in Messages API -------------------------------------------------------------
 
@@ -104,63 +92,13 @@ impl StandIn {
     }
 }
 
-struct Request {
-    method: String,
-    path: String,
-    body: Vec<u8>,
-}
-
-fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_string();
-    let path = parts.next().unwrap_or_default().to_string();
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let mut body = Vec::new();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size)?;
-            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
-                .unwrap_or(0);
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk)?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else if let Some(n) = headers.get("content-length") {
-        body = vec![0; n.parse().unwrap_or(0)];
-        reader.read_exact(&mut body)?;
-    }
-    Ok(Some(Request { method, path, body }))
-}
-
 /// One request per connection (answered with `Connection: close`): simple, and every HTTP client
 /// copes with it.
 fn serve_connection(stream: TcpStream, log: &Log) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
-    let Some(req) = read_request(&mut reader)? else {
+    let Some(req) = agent_cli::read_request(&mut reader)? else {
         return Ok(());
     };
     let route = req.path.split('?').next().unwrap_or_default();
@@ -479,88 +417,6 @@ fn messages(body: &Value) -> (Answer, Seen) {
 
 // ---- the project and the coordinator ------------------------------------------------------
 
-/// `hephaestus serve` with the environment Claude Code gets through the tmux server: the stand-in's
-/// URL and a key, a fresh HOME (nothing of the developer's own Claude Code set-up is read), and
-/// `claude` first on PATH.
-fn start_coordinator(project: &Path, home: &Path, claude_dir: &Path, url: &str) -> Coordinator {
-    let socket = project.join(".hephaestus/coordinator.sock");
-    std::fs::create_dir_all(project.join(".hephaestus")).unwrap();
-    let stderr_log = project.join("serve.stderr");
-    let path = std::env::join_paths(std::iter::once(claude_dir.to_path_buf()).chain(
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    ))
-    .unwrap();
-    let mut cmd = common::command(project);
-    for (k, _) in std::env::vars() {
-        // Whatever the developer's shell (or a Claude Code session running these tests) set.
-        if k.starts_with("ANTHROPIC_") || k.starts_with("CLAUDE") || k.starts_with("XDG_") {
-            cmd.env_remove(k);
-        }
-    }
-    let child = cmd
-        .args(["serve", "--log-level", "debug"])
-        .env("PATH", path)
-        .env("HOME", home)
-        .env("ANTHROPIC_BASE_URL", url)
-        .env(
-            "ANTHROPIC_API_KEY",
-            "sk-ant-api03-stand-in-key-0123456789abcdefghij",
-        )
-        // The pinned install must stay pinned: no self-update from inside a test.
-        .env("DISABLE_AUTOUPDATER", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut coord = Coordinator {
-        project: project.to_path_buf(),
-        socket: socket.clone(),
-        child,
-        stderr_log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        if let Some(status) = coord.child.try_wait().unwrap() {
-            panic!("coordinator exited with {status}: {}", coord.stderr());
-        }
-        assert!(Instant::now() < deadline, "coordinator did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    coord
-}
-
-/// Stops the agents' private tmux server when the test ends.
-struct TmuxServer(String);
-
-impl TmuxServer {
-    fn panes(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.0, "list-sessions", "-F", "#{session_name}"])
-            .output()
-            .unwrap();
-        let mut text = String::new();
-        for s in String::from_utf8_lossy(&out.stdout).lines() {
-            let pane = Command::new("tmux")
-                .args(["-L", &self.0, "capture-pane", "-p", "-t", &format!("={s}:")])
-                .output()
-                .unwrap();
-            text.push_str(&format!(
-                "--- tmux session {s} ---\n{}\n",
-                String::from_utf8_lossy(&pane.stdout).trim_end()
-            ));
-        }
-        text
-    }
-}
-
-impl Drop for TmuxServer {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.0, "kill-server"])
-            .output();
-    }
-}
-
 /// On a failure: what the CLI asked the stand-in, what its terminal shows, what the coordinator
 /// logged.
 struct OnFailure<'a> {
@@ -574,19 +430,14 @@ impl Drop for OnFailure<'_> {
         if std::thread::panicking() {
             self.log.print();
             eprintln!("{}", self.tmux.panes());
-            let stderr = self.coord.stderr();
-            let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
-            eprintln!("--- coordinator log (last 60 lines) ---");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
+            agent_cli::print_coordinator_tail(self.coord);
         }
     }
 }
 
 #[test]
 fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
-    let Some(claude) = find_claude() else {
+    let Some(claude) = agent_cli::find_cli("claude") else {
         eprintln!(
             "skipped: Claude Code is not installed (not on PATH, not in target/agent-clis); .ci/run installs it"
         );
@@ -628,18 +479,25 @@ fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
     )
     .unwrap();
 
-    let coord = start_coordinator(
+    // A fresh HOME (nothing of the developer's own Claude Code set-up is read), the stand-in's
+    // URL and a key.
+    let home_dir = home.path().display().to_string();
+    let coord = agent_cli::start_coordinator(
         dir.path(),
-        home.path(),
         claude.parent().unwrap(),
-        &stand_in.url,
+        &["ANTHROPIC_", "CLAUDE", "XDG_"],
+        &[
+            ("HOME", home_dir.as_str()),
+            ("ANTHROPIC_BASE_URL", stand_in.url.as_str()),
+            (
+                "ANTHROPIC_API_KEY",
+                "sk-ant-api03-stand-in-key-0123456789abcdefghij",
+            ),
+            // The pinned install must stay pinned: no self-update from inside a test.
+            ("DISABLE_AUTOUPDATER", "1"),
+        ],
     );
-    let tmux = TmuxServer(
-        coord.cli(&["status"])["tmux_socket"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
+    let tmux = TmuxServer::of(&coord);
     let _on_failure = OnFailure {
         log: stand_in.log.clone(),
         tmux: &tmux,
@@ -703,18 +561,7 @@ fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
         "agent configuration was committed: {tree}"
     );
     // The manager saw the first message delivered (the first tool call) and merged the work.
-    let db = rusqlite::Connection::open_with_flags(
-        dir.path().join(".hephaestus/state.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let kinds: Vec<String> = db
-        .prepare("SELECT kind FROM agent_events ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let kinds = agent_cli::agent_event_kinds(dir.path());
     for kind in ["created", "prompt_delivered", "terminated", "merged"] {
         assert!(
             kinds.iter().any(|k| k == kind),

@@ -1,0 +1,210 @@
+//! What the tests of real agent CLIs share: finding the pinned CLI, a coordinator whose tmux
+//! server gives the CLI a controlled environment, the agents' tmux server, and the plain HTTP/1.1
+//! reading that a scripted stand-in for a model API needs.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Coordinator;
+
+/// The pinned install from `.ci/run` first (the version the test was verified with), then PATH.
+/// `.ci/run` installs into the target dir, so that is looked up both under the checkout and
+/// wherever this test binary was built (`CARGO_TARGET_DIR` may point elsewhere).
+pub fn find_cli(name: &str) -> Option<PathBuf> {
+    let built_in = super::bin()
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("agent-clis/bin").join(name));
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/agent-clis/bin")
+        .join(name);
+    if let Some(found) = [Some(pinned), built_in]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+    {
+        return Some(found);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|c| c.is_file())
+}
+
+/// `hephaestus serve` with the environment the agent CLI gets through the tmux server: `env` on
+/// top of the test's own, less every variable whose name starts with one of `drop_prefixes`
+/// (whatever the developer's shell, or an agent session running these tests, set), and
+/// `cli_dir` first on PATH.
+pub fn start_coordinator(
+    project: &Path,
+    cli_dir: &Path,
+    drop_prefixes: &[&str],
+    env: &[(&str, &str)],
+) -> Coordinator {
+    let socket = project.join(".hephaestus/coordinator.sock");
+    std::fs::create_dir_all(project.join(".hephaestus")).unwrap();
+    let stderr_log = project.join("serve.stderr");
+    let path = std::env::join_paths(std::iter::once(cli_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut cmd = super::command(project);
+    for (k, _) in std::env::vars() {
+        if drop_prefixes.iter().any(|p| k.starts_with(p)) {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd
+        .args(["serve", "--log-level", "debug"])
+        .env("PATH", path)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut coord = Coordinator {
+        project: project.to_path_buf(),
+        socket: socket.clone(),
+        child,
+        stderr_log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if let Some(status) = coord.child.try_wait().unwrap() {
+            panic!("coordinator exited with {status}: {}", coord.stderr());
+        }
+        assert!(Instant::now() < deadline, "coordinator did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    coord
+}
+
+/// The agents' private tmux server, stopped when the test ends.
+pub struct TmuxServer(pub String);
+
+impl TmuxServer {
+    pub fn of(coord: &Coordinator) -> TmuxServer {
+        TmuxServer(
+            coord.cli(&["status"])["tmux_socket"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    }
+
+    /// Every session's visible text.
+    pub fn panes(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.0, "list-sessions", "-F", "#{session_name}"])
+            .output()
+            .unwrap();
+        let mut text = String::new();
+        for s in String::from_utf8_lossy(&out.stdout).lines() {
+            let pane = Command::new("tmux")
+                .args(["-L", &self.0, "capture-pane", "-p", "-t", &format!("={s}:")])
+                .output()
+                .unwrap();
+            text.push_str(&format!(
+                "--- tmux session {s} ---\n{}\n",
+                String::from_utf8_lossy(&pane.stdout).trim_end()
+            ));
+        }
+        text
+    }
+}
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+/// What a failed test prints about the coordinator: the end of its log.
+pub fn print_coordinator_tail(coord: &Coordinator) {
+    let stderr = coord.stderr();
+    let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+    eprintln!("--- coordinator log (last 60 lines) ---");
+    for l in tail.iter().rev() {
+        eprintln!("{l}");
+    }
+}
+
+/// The event kinds the manager logged, oldest first.
+pub fn agent_event_kinds(project: &Path) -> Vec<String> {
+    let db = rusqlite::Connection::open_with_flags(
+        project.join(".hephaestus/state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    db.prepare("SELECT kind FROM agent_events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// One HTTP request, as a stand-in needs it.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// Reads one request (`Content-Length` or chunked body); `None` when the client closed first.
+pub fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = Vec::new();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(n) = headers.get("content-length") {
+        body = vec![0; n.parse().unwrap_or(0)];
+        reader.read_exact(&mut body)?;
+    }
+    Ok(Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
