@@ -47,6 +47,8 @@ pub struct AgentSettings {
     /// Command template for `cli = "custom"`: `{mcp_config}`, `{system_prompt_file}`,
     /// `{worktree}`, `{model}` are filled in.
     pub custom_command: Option<String>,
+    /// `[agents.codex_config]`: the `config.toml` settings every Codex agent starts from.
+    pub codex_config: Option<toml::Table>,
     /// Branch agents start from and merge into; default: the repository's current branch.
     pub base_branch: Option<String>,
     pub worktrees_dir: PathBuf,
@@ -70,6 +72,7 @@ struct AgentsFile {
     cli: Option<String>,
     model: Option<String>,
     custom_command: Option<String>,
+    codex_config: Option<toml::Table>,
     base_branch: Option<String>,
     worktrees_dir: Option<PathBuf>,
     copy_untracked: Option<Vec<String>>,
@@ -374,6 +377,7 @@ fn resolve_agents(
         cli,
         model: file.model,
         custom_command: file.custom_command,
+        codex_config: file.codex_config,
         base_branch: file.base_branch,
         worktrees_dir,
         copy_untracked: file

@@ -60,6 +60,9 @@ pub struct AgentLaunch {
     pub system_prompt: String,
     pub model: Option<String>,
     pub custom_command: Option<String>,
+    /// `agents.codex_config`: the Codex settings (model provider, model, ...) every Codex agent
+    /// starts from, since a Codex agent does not read the user's own `~/.codex/config.toml`.
+    pub codex_config: Option<toml::Table>,
 }
 
 /// What to write and run.
@@ -70,6 +73,8 @@ pub struct LaunchSpec {
     pub env: BTreeMap<String, String>,
     /// Files to write before launching.
     pub files: Vec<(PathBuf, String)>,
+    /// Symlinks to make before launching, `(link, target)`; skipped while the target is missing.
+    pub links: Vec<(PathBuf, PathBuf)>,
     /// True when the first message must carry the system prompt (the CLI has no flag for it).
     pub prompt_in_first_message: bool,
 }
@@ -84,6 +89,8 @@ pub struct Host {
     pub anthropic_api_key: Option<String>,
     /// The user's own `CLAUDE_CONFIG_DIR`, where their Claude Code login lives when it is set.
     pub claude_config_dir: Option<String>,
+    /// The user's own Codex home (`CODEX_HOME`, else `~/.codex`), where their login lives.
+    pub codex_home: Option<PathBuf>,
 }
 
 impl Host {
@@ -94,6 +101,9 @@ impl Host {
             is_root: unsafe { libc::geteuid() } == 0,
             anthropic_api_key: var("ANTHROPIC_API_KEY"),
             claude_config_dir: var("CLAUDE_CONFIG_DIR"),
+            codex_home: var("CODEX_HOME")
+                .map(PathBuf::from)
+                .or_else(|| var("HOME").map(|h| Path::new(&h).join(".codex"))),
         }
     }
 }
@@ -180,6 +190,99 @@ fn claude_state(
     ]
 }
 
+/// Codex's `config.toml` for one agent, which is its `CODEX_HOME`: `agents.codex_config` with
+/// our MCP server and what an unattended run needs on top. A private home rather than `-c`
+/// overrides: Codex splits `-c` keys at every dot, so no override can name the worktree's path in
+/// `projects`, and without a trust entry it stops at a "Trust this folder?" screen.
+fn codex_config_toml(l: &AgentLaunch) -> Result<String> {
+    use toml::Value;
+    let mut config = l.codex_config.clone().unwrap_or_default();
+    let table = |pairs: Vec<(&str, Value)>| {
+        Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    };
+    let env = shim_env(l)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    // Codex passes only whitelisted variables to MCP servers: the agent's identity must be in
+    // the server entry itself.
+    let server = table(vec![
+        ("command", Value::String(l.exe.display().to_string())),
+        ("args", Value::Array(vec![Value::String("shim".into())])),
+        ("env", Value::Table(env)),
+    ]);
+    sub_table(&mut config, "mcp_servers")?.insert("hephaestus".into(), server);
+    sub_table(&mut config, "projects")?.insert(
+        l.worktree.display().to_string(),
+        table(vec![("trust_level", Value::String("trusted".into()))]),
+    );
+    // Codex may otherwise send the first turn before our server is up.
+    config
+        .entry("mcp_optional_startup_grace_ms")
+        .or_insert(Value::Integer(20_000));
+    // An update prompt would sit in front of the task: updates are the user's business.
+    config
+        .entry("check_for_update_on_startup")
+        .or_insert(Value::Boolean(false));
+    let mut out =
+        String::from("# Written by Hephaestus for one agent; regenerated at each launch.\n");
+    for (key, value) in &config {
+        out.push_str(&format!("{} = {}\n", toml_key(key), toml_value(value)));
+    }
+    Ok(out)
+}
+
+fn sub_table<'a>(config: &'a mut toml::Table, key: &str) -> Result<&'a mut toml::Table> {
+    match config
+        .entry(key)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+    {
+        toml::Value::Table(t) => Ok(t),
+        other => bail!(
+            "agents.codex_config.{key} must be a table, not a {}",
+            other.type_str()
+        ),
+    }
+}
+
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        serde_json::to_string(key).expect("json")
+    }
+}
+
+/// TOML for one value, nested tables inline. The `toml` crate is built without its writer here,
+/// and a JSON string is a valid TOML basic string.
+fn toml_value(value: &toml::Value) -> String {
+    use toml::Value;
+    match value {
+        Value::String(s) => serde_json::to_string(s).expect("json"),
+        Value::Integer(i) => i.to_string(),
+        Value::Float(f) if f.is_nan() => "nan".into(),
+        Value::Float(f) if f.is_infinite() => if *f > 0.0 { "inf" } else { "-inf" }.into(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Boolean(b) => b.to_string(),
+        Value::Datetime(d) => d.to_string(),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(toml_value).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Table(t) => format!(
+            "{{ {} }}",
+            t.iter()
+                .map(|(k, v)| format!("{} = {}", toml_key(k), toml_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// `launch_spec` for a given host.
 pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<LaunchSpec> {
     let system_file = l.agent_dir.join("system_prompt.md");
@@ -211,42 +314,29 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
                 ),
                 env,
                 files,
+                links: Vec::new(),
                 prompt_in_first_message: false,
             }
         }
         CliKind::Codex => {
-            // Codex passes only whitelisted variables to MCP servers: the agent's identity must
-            // be in the server entry itself.
-            let env_table: Vec<String> = shim_env(l)
-                .iter()
-                .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).expect("json")))
-                .collect();
-            let settings = [
-                format!(
-                    "mcp_servers.hephaestus.command={}",
-                    serde_json::to_string(&l.exe.display().to_string())?
-                ),
-                "mcp_servers.hephaestus.args=[\"shim\"]".to_string(),
-                format!("mcp_servers.hephaestus.env={{{}}}", env_table.join(",")),
-                // Codex may otherwise start its first turn before our server is up.
-                "mcp_optional_startup_grace_ms=20000".to_string(),
-                format!(
-                    "projects.{}.trust_level=\"trusted\"",
-                    serde_json::to_string(&l.worktree.display().to_string())?
-                ),
-            ];
-            let args: Vec<String> = settings
-                .iter()
-                .map(|s| format!("-c {}", shell_quote(s)))
-                .collect();
+            let config = l.agent_dir.join("config.toml");
+            files.push((config, codex_config_toml(l)?));
+            env.insert("CODEX_HOME".into(), l.agent_dir.display().to_string());
+            let mut links = Vec::new();
+            if let Some(home) = &host.codex_home {
+                // The user's login (an API key or a ChatGPT sign-in in `auth.json`), shared rather
+                // than copied: Codex rewrites the file in place when it refreshes a token, so a
+                // link keeps every agent and the user on one refresh token.
+                links.push((l.agent_dir.join("auth.json"), home.join("auth.json")));
+            }
             LaunchSpec {
                 command: format!(
-                    "codex --dangerously-bypass-approvals-and-sandbox {}{}",
-                    args.join(" "),
+                    "codex --dangerously-bypass-approvals-and-sandbox{}",
                     model("-m")
                 ),
                 env,
                 files,
+                links,
                 prompt_in_first_message: true,
             }
         }
@@ -269,6 +359,7 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
                 ),
                 env,
                 files,
+                links: Vec::new(),
                 prompt_in_first_message: true,
             }
         }
@@ -294,6 +385,7 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
                 command: format!("gemini --yolo{}", model("--model")),
                 env,
                 files,
+                links: Vec::new(),
                 prompt_in_first_message: false,
             }
         }
@@ -320,6 +412,7 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
                 command,
                 env,
                 files,
+                links: Vec::new(),
                 prompt_in_first_message: false,
             }
         }
@@ -349,6 +442,7 @@ mod tests {
             custom_command: Some(
                 "python3 agent.py --mcp-config {mcp_config} --system {system_prompt_file}".into(),
             ),
+            codex_config: None,
         }
     }
 
@@ -393,6 +487,7 @@ mod tests {
             is_root: true,
             anthropic_api_key: Some("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789".into()),
             claude_config_dir: None,
+            codex_home: None,
         };
         let spec = launch_spec_on(CliKind::Claude, &launch(), &host).unwrap();
         assert_eq!(
@@ -448,30 +543,93 @@ mod tests {
     }
 
     #[test]
-    fn codex_carries_the_identity_in_the_server_entry() {
-        let spec = launch_spec(CliKind::Codex, &launch()).unwrap();
-        assert!(
-            spec.command
-                .contains("mcp_servers.hephaestus.env={HEPHAESTUS_AGENT_ID=\"a1b2c3d4-0000\""),
-            "{}",
-            spec.command
+    fn codex_gets_a_private_home_with_our_server_trust_and_the_users_settings() {
+        let mut l = launch();
+        // Dots and quotes in the path: Codex's own `-c` keys could not say this.
+        l.worktree = "/w/x.y/agent \"a\"".into();
+        l.codex_config = Some(
+            toml::from_str(
+                "model_provider = \"local\"\nmcp_optional_startup_grace_ms = 5000\n\
+                 [model_providers.local]\nbase_url = \"http://127.0.0.1:1/v1\"\nwire_api = \"responses\"\n\
+                 [projects.\"/elsewhere\"]\ntrust_level = \"untrusted\"\n\
+                 [mcp_servers.docs]\ncommand = \"docs-mcp\"\nargs = []\nstartup_timeout_sec = 1.5\n",
+            )
+            .unwrap(),
         );
-        assert!(spec.command.contains("mcp_optional_startup_grace_ms=20000"));
+        let host = Host {
+            codex_home: Some("/home/u/.codex".into()),
+            ..Host::default()
+        };
+        let spec = launch_spec_on(CliKind::Codex, &l, &host).unwrap();
+        assert_eq!(
+            spec.command,
+            "codex --dangerously-bypass-approvals-and-sandbox -m 'sonnet'"
+        );
+        assert_eq!(spec.env["CODEX_HOME"], "/p/.hephaestus/agents/a1b2c3d4");
         assert!(spec.prompt_in_first_message);
-        // The whole line survives sh quoting: run it through sh with `printf` standing in.
-        let probe = spec.command.replacen("codex", "printf '%s\\n'", 1);
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&probe)
-            .output()
-            .unwrap();
-        let args = String::from_utf8(out.stdout).unwrap();
-        assert!(
-            args.lines()
-                .any(|l| l == "mcp_servers.hephaestus.args=[\"shim\"]"),
-            "{args}"
+        assert_eq!(
+            spec.links,
+            vec![(
+                PathBuf::from("/p/.hephaestus/agents/a1b2c3d4/auth.json"),
+                PathBuf::from("/home/u/.codex/auth.json")
+            )]
         );
-        assert!(args.contains("HEPHAESTUS_AGENT_TOKEN=\"tok'en\""), "{args}");
+        let text = file(&spec, "config.toml");
+        let config: toml::Table = toml::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let server = &config["mcp_servers"]["hephaestus"];
+        assert_eq!(server["command"].as_str(), Some("/opt/hephaestus"));
+        assert_eq!(server["args"][0].as_str(), Some("shim"));
+        assert_eq!(
+            server["env"]["HEPHAESTUS_AGENT_TOKEN"].as_str(),
+            Some("tok'en")
+        );
+        assert_eq!(
+            server["env"]["HEPHAESTUS_AGENT_ID"].as_str(),
+            Some("a1b2c3d4-0000")
+        );
+        assert_eq!(
+            config["projects"]["/w/x.y/agent \"a\""]["trust_level"].as_str(),
+            Some("trusted")
+        );
+        // The user's own settings survive, and win where they chose a value.
+        assert_eq!(
+            config["projects"]["/elsewhere"]["trust_level"].as_str(),
+            Some("untrusted")
+        );
+        assert_eq!(config["model_provider"].as_str(), Some("local"));
+        assert_eq!(
+            config["model_providers"]["local"]["wire_api"].as_str(),
+            Some("responses")
+        );
+        assert_eq!(
+            config["mcp_servers"]["docs"]["startup_timeout_sec"].as_float(),
+            Some(1.5)
+        );
+        assert_eq!(
+            config["mcp_optional_startup_grace_ms"].as_integer(),
+            Some(5000)
+        );
+        assert_eq!(config["check_for_update_on_startup"].as_bool(), Some(false));
+
+        // Without settings of its own, the agent still gets the start-up grace.
+        let spec = launch_spec(CliKind::Codex, &launch()).unwrap();
+        let config: toml::Table = toml::from_str(file(&spec, "config.toml")).unwrap();
+        assert_eq!(
+            config["mcp_optional_startup_grace_ms"].as_integer(),
+            Some(20_000)
+        );
+        assert!(spec.links.is_empty(), "no codex home known");
+    }
+
+    #[test]
+    fn codex_refuses_settings_that_are_not_tables_where_tables_go() {
+        let mut l = launch();
+        l.codex_config = Some(toml::from_str("projects = \"all\"").unwrap());
+        let err = launch_spec(CliKind::Codex, &l).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "agents.codex_config.projects must be a table, not a string"
+        );
     }
 
     #[test]

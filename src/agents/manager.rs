@@ -265,11 +265,15 @@ impl AgentManager {
             system_prompt: system_prompt.clone(),
             model: settings.model.clone(),
             custom_command: settings.custom_command.clone(),
+            codex_config: settings.codex_config.clone(),
         };
         let spec = adapters::launch_spec_on(self.cli, &launch, &settings.host)?;
         create_private_dir(&agent_dir)?;
         for (path, text) in &spec.files {
             write_private(path, text)?;
+        }
+        for (link, target) in &spec.links {
+            replace_link(link, target)?;
         }
         let message = if spec.prompt_in_first_message {
             format!("{system_prompt}\n\n{first_message}")
@@ -1047,6 +1051,22 @@ fn create_private_dir(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     Ok(())
+}
+
+/// Points `link` at `target`, replacing an older link; a missing target is left alone (there is
+/// nothing to share yet), so no dangling link can make a CLI write outside the agent's dir.
+fn replace_link(link: &std::path::Path, target: &std::path::Path) -> Result<()> {
+    if !target.exists() {
+        return Ok(());
+    }
+    match std::fs::remove_file(link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot replace {}", link.display()));
+        }
+        _ => {}
+    }
+    std::os::unix::fs::symlink(target, link)
+        .with_context(|| format!("cannot link {} to {}", link.display(), target.display()))
 }
 
 /// Writes a file only its owner can read: these hold the agent's token.
