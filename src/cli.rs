@@ -60,7 +60,7 @@ pub enum Command {
         /// Do not spawn agents; queued tasks wait for `task assign`
         #[arg(long)]
         no_agents: bool,
-        /// Agent CLI to spawn: claude, codex, opencode, gemini, custom
+        /// Agent CLI to spawn: claude, codex, opencode, gemini, droid, custom
         #[arg(long)]
         agent_cli: Option<String>,
     },
@@ -202,7 +202,7 @@ pub enum AgentsCommand {
     Register {
         #[arg(long)]
         name: String,
-        /// Which CLI it runs (claude, codex, opencode, gemini)
+        /// Which CLI it runs (claude, codex, opencode, gemini, droid)
         #[arg(long)]
         cli: Option<String>,
     },

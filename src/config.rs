@@ -41,7 +41,7 @@ pub struct Config {
 pub struct AgentSettings {
     /// Spawn agents for queued tasks. Off, tasks wait for `hephaestus task assign`.
     pub enabled: bool,
-    /// claude | codex | opencode | gemini | custom
+    /// claude | codex | opencode | gemini | droid | custom
     pub cli: String,
     pub model: Option<String>,
     /// Command template for `cli = "custom"`: `{mcp_config}`, `{system_prompt_file}`,

@@ -16,6 +16,8 @@ pub enum CliKind {
     Codex,
     Opencode,
     Gemini,
+    /// Factory's Droid CLI.
+    Droid,
     /// A command template from config (`agents.custom_command`).
     Custom,
 }
@@ -27,9 +29,12 @@ impl CliKind {
             "codex" => CliKind::Codex,
             "opencode" => CliKind::Opencode,
             "gemini" => CliKind::Gemini,
+            "droid" => CliKind::Droid,
             "custom" => CliKind::Custom,
             other => {
-                bail!("unknown agent CLI {other:?}: use claude, codex, opencode, gemini or custom")
+                bail!(
+                    "unknown agent CLI {other:?}: use claude, codex, opencode, gemini, droid or custom"
+                )
             }
         })
     }
@@ -40,6 +45,7 @@ impl CliKind {
             CliKind::Codex => "codex",
             CliKind::Opencode => "opencode",
             CliKind::Gemini => "gemini",
+            CliKind::Droid => "droid",
             CliKind::Custom => "custom",
         }
     }
@@ -91,6 +97,8 @@ pub struct Host {
     pub claude_config_dir: Option<String>,
     /// The user's own Codex home (`CODEX_HOME`, else `~/.codex`), where their login lives.
     pub codex_home: Option<PathBuf>,
+    /// The user's home, whose `.factory/` holds their Droid login and their own models.
+    pub home: Option<PathBuf>,
 }
 
 impl Host {
@@ -104,6 +112,7 @@ impl Host {
             codex_home: var("CODEX_HOME")
                 .map(PathBuf::from)
                 .or_else(|| var("HOME").map(|h| Path::new(&h).join(".codex"))),
+            home: var("HOME").map(PathBuf::from),
         }
     }
 }
@@ -283,6 +292,18 @@ fn toml_value(value: &toml::Value) -> String {
     }
 }
 
+/// What a Droid agent shares with the user's own `~/.factory`: the login in each of the forms
+/// Droid 0.225 keeps it (`auth.v2.*`, `auth.encrypted`, the older `auth.json`), and `config.json`
+/// with the user's own models.
+const DROID_SHARED_FILES: &[&str] = &[
+    "auth.v2.file",
+    "auth.v2.key",
+    "auth.v2.keyring",
+    "auth.encrypted",
+    "auth.json",
+    "config.json",
+];
+
 /// `launch_spec` for a given host.
 pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<LaunchSpec> {
     let system_file = l.agent_dir.join("system_prompt.md");
@@ -389,6 +410,54 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
                 prompt_in_first_message: false,
             }
         }
+        CliKind::Droid => {
+            // Droid reads its MCP servers only from `~/.factory/mcp.json` and the project's
+            // `.factory/mcp.json` (which would be committed with the token), so the agent gets
+            // its own Factory home: `FACTORY_HOME_OVERRIDE` moves `~/.factory` and nothing else,
+            // the agent's shell commands keep the user's real HOME.
+            let factory = l.agent_dir.join(".factory");
+            files.push((
+                factory.join("mcp.json"),
+                serde_json::to_string_pretty(&json!({
+                    "mcpServers": {"hephaestus": {
+                        "type": "stdio", "command": l.exe, "args": ["shim"],
+                        "env": shim_env(l), "disabled": false
+                    }}
+                }))?,
+            ));
+            // The interactive CLI has no model flag: the model is a session default.
+            let mut session = json!({"autonomyLevel": "high"});
+            if let Some(m) = &l.model {
+                session["model"] = json!(m);
+            }
+            files.push((
+                factory.join("settings.json"),
+                serde_json::to_string_pretty(&json!({"sessionDefaultSettings": session}))?,
+            ));
+            env.insert(
+                "FACTORY_HOME_OVERRIDE".into(),
+                l.agent_dir.display().to_string(),
+            );
+            // The user's login and own models (`custom_models`, bring-your-own-key) are shared,
+            // not copied, so a token refresh reaches every agent and the user alike.
+            let links = match &host.home {
+                Some(home) => DROID_SHARED_FILES
+                    .iter()
+                    .map(|f| (factory.join(f), home.join(".factory").join(f)))
+                    .collect(),
+                None => Vec::new(),
+            };
+            LaunchSpec {
+                command: format!(
+                    "droid --auto high --append-system-prompt-file {}",
+                    shell_quote(&system_file.display().to_string())
+                ),
+                env,
+                files,
+                links,
+                prompt_in_first_message: false,
+            }
+        }
         CliKind::Custom => {
             let Some(template) = &l.custom_command else {
                 bail!("agents.cli = \"custom\" needs agents.custom_command in hephaestus.toml");
@@ -475,7 +544,7 @@ mod tests {
             .unwrap_or_else(|| panic!("no {name} in {:?}", spec.files));
         assert!(
             path.starts_with("/p/.hephaestus/agents/a1b2c3d4"),
-            "the manager creates only the agent dir: {}",
+            "agent files stay in the agent dir: {}",
             path.display()
         );
         text
@@ -488,6 +557,7 @@ mod tests {
             anthropic_api_key: Some("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789".into()),
             claude_config_dir: None,
             codex_home: None,
+            home: None,
         };
         let spec = launch_spec_on(CliKind::Claude, &launch(), &host).unwrap();
         assert_eq!(
@@ -633,6 +703,76 @@ mod tests {
     }
 
     #[test]
+    fn droid_gets_its_own_factory_home_with_our_server_and_the_users_login() {
+        assert_eq!(CliKind::parse("droid").unwrap(), CliKind::Droid);
+        let host = Host {
+            home: Some("/home/u".into()),
+            ..Host::default()
+        };
+        let spec = launch_spec_on(CliKind::Droid, &launch(), &host).unwrap();
+        assert_eq!(
+            spec.command,
+            "droid --auto high --append-system-prompt-file '/p/.hephaestus/agents/a1b2c3d4/system_prompt.md'"
+        );
+        assert!(!spec.prompt_in_first_message);
+        assert_eq!(
+            spec.env["FACTORY_HOME_OVERRIDE"],
+            "/p/.hephaestus/agents/a1b2c3d4"
+        );
+        let (path, _) = spec
+            .files
+            .iter()
+            .find(|(p, _)| p.ends_with("mcp.json"))
+            .unwrap();
+        assert_eq!(
+            path,
+            Path::new("/p/.hephaestus/agents/a1b2c3d4/.factory/mcp.json")
+        );
+        let mcp: serde_json::Value = serde_json::from_str(file(&spec, "mcp.json")).unwrap();
+        let server = &mcp["mcpServers"]["hephaestus"];
+        assert_eq!(server["type"], "stdio");
+        assert_eq!(server["command"], "/opt/hephaestus");
+        assert_eq!(server["args"], json!(["shim"]));
+        assert_eq!(server["env"]["HEPHAESTUS_AGENT_TOKEN"], "tok'en");
+        assert_eq!(
+            server["env"]["HEPHAESTUS_SOCKET"],
+            "/p/.hephaestus/coordinator.sock"
+        );
+        let settings: serde_json::Value =
+            serde_json::from_str(file(&spec, "settings.json")).unwrap();
+        assert_eq!(
+            settings["sessionDefaultSettings"],
+            json!({"autonomyLevel": "high", "model": "sonnet"})
+        );
+        let links: Vec<_> = spec
+            .links
+            .iter()
+            .map(|(l, t)| (l.display().to_string(), t.display().to_string()))
+            .collect();
+        assert!(
+            links.contains(&(
+                "/p/.hephaestus/agents/a1b2c3d4/.factory/auth.v2.file".into(),
+                "/home/u/.factory/auth.v2.file".into()
+            )),
+            "{links:?}"
+        );
+        assert!(
+            links
+                .iter()
+                .any(|(l, _)| l.ends_with("/.factory/config.json")),
+            "{links:?}"
+        );
+
+        let mut l = launch();
+        l.model = None;
+        let spec = launch_spec(CliKind::Droid, &l).unwrap();
+        let settings: serde_json::Value =
+            serde_json::from_str(file(&spec, "settings.json")).unwrap();
+        assert!(settings["sessionDefaultSettings"].get("model").is_none());
+        assert!(spec.links.is_empty(), "no home known");
+    }
+
+    #[test]
     fn opencode_and_gemini_keep_config_out_of_the_worktree() {
         let oc = launch_spec(CliKind::Opencode, &launch()).unwrap();
         let v: serde_json::Value =
@@ -666,6 +806,6 @@ mod tests {
                 .to_string()
                 .contains("custom_command")
         );
-        assert!(CliKind::parse("droid").is_err());
+        assert!(CliKind::parse("cursor").is_err());
     }
 }

@@ -270,6 +270,10 @@ impl AgentManager {
         let spec = adapters::launch_spec_on(self.cli, &launch, &settings.host)?;
         create_private_dir(&agent_dir)?;
         for (path, text) in &spec.files {
+            // Some CLIs read a dot-directory of the agent's dir (Droid's `.factory/`).
+            if let Some(parent) = path.parent() {
+                create_private_dir(parent)?;
+            }
             write_private(path, text)?;
         }
         for (link, target) in &spec.links {
