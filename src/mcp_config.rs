@@ -14,6 +14,8 @@ pub enum ClientKind {
     Opencode,
     /// Gemini CLI: `.gemini/settings.json`, key `mcpServers`.
     Gemini,
+    /// Droid: `~/.factory/mcp.json`, key `mcpServers` with `type = "stdio"`.
+    Droid,
 }
 
 /// The snippet for `client`, launching `exe shim` with the socket in an explicit env entry
@@ -28,6 +30,9 @@ pub fn snippet(client: ClientKind, exe: &Path, socket: &Path) -> String {
         })),
         ClientKind::Gemini => pretty(json!({
             "mcpServers": {"hephaestus": {"command": exe, "args": ["shim"], "env": {"HEPHAESTUS_SOCKET": socket}, "trust": true}}
+        })),
+        ClientKind::Droid => pretty(json!({
+            "mcpServers": {"hephaestus": {"type": "stdio", "command": exe, "args": ["shim"], "env": {"HEPHAESTUS_SOCKET": socket}}}
         })),
         ClientKind::Opencode => pretty(json!({
             "$schema": "https://opencode.ai/config.json",
@@ -48,6 +53,8 @@ pub fn destination(client: ClientKind) -> &'static str {
         ClientKind::Codex => "~/.codex/config.toml",
         ClientKind::Opencode => "opencode.json in the project",
         ClientKind::Gemini => ".gemini/settings.json in the project",
+        // The project's .factory/mcp.json works too, but it would be committed.
+        ClientKind::Droid => "~/.factory/mcp.json (or run droid mcp add)",
     }
 }
 
@@ -70,7 +77,12 @@ mod tests {
     fn every_format_parses_in_its_own_syntax() {
         let exe = Path::new("/opt/bin/hephaestus");
         let sock = Path::new("/p/.hephaestus/coordinator.sock");
-        for c in [ClientKind::Claude, ClientKind::Gemini, ClientKind::Opencode] {
+        for c in [
+            ClientKind::Claude,
+            ClientKind::Gemini,
+            ClientKind::Opencode,
+            ClientKind::Droid,
+        ] {
             let v: serde_json::Value = serde_json::from_str(&snippet(c, exe, sock)).unwrap();
             let text = v.to_string();
             assert!(
@@ -82,6 +94,9 @@ mod tests {
             serde_json::from_str(&snippet(ClientKind::Opencode, exe, sock)).unwrap();
         assert_eq!(opencode["mcp"]["hephaestus"]["type"], "local");
         assert_eq!(opencode["mcp"]["hephaestus"]["command"][1], "shim");
+        let droid: serde_json::Value =
+            serde_json::from_str(&snippet(ClientKind::Droid, exe, sock)).unwrap();
+        assert_eq!(droid["mcpServers"]["hephaestus"]["type"], "stdio");
         let codex: toml::Table = toml::from_str(&snippet(ClientKind::Codex, exe, sock)).unwrap();
         let server = &codex["mcp_servers"]["hephaestus"];
         assert_eq!(server["command"].as_str(), Some("/opt/bin/hephaestus"));

@@ -137,6 +137,8 @@ fn mcp_config_prints_each_clients_own_format() {
     );
     let gemini: Value = serde_json::from_str(&snippet("gemini")).unwrap();
     assert_eq!(gemini["mcpServers"]["hephaestus"]["trust"], true);
+    let droid: Value = serde_json::from_str(&snippet("droid")).unwrap();
+    assert_eq!(droid["mcpServers"]["hephaestus"]["type"], "stdio");
     let opencode: Value = serde_json::from_str(&snippet("opencode")).unwrap();
     assert_eq!(opencode["mcp"]["hephaestus"]["type"], "local");
     let codex: toml::Table = toml::from_str(&snippet("codex")).unwrap();

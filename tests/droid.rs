@@ -256,3 +256,48 @@ fn droid_runs_our_factory_home_and_reports_its_task_done_through_the_shim() {
     );
     stand_in.log.print("Droid");
 }
+
+/// `hephaestus mcp-config --client droid` as a user registers it, in their own `~/.factory`:
+/// `droid mcp list` starts the server and reports it connected (no Factory login needed).
+#[test]
+fn droid_connects_to_the_mcp_config_snippet_in_the_users_factory_home() {
+    let Some(droid) = agent_cli::find_cli("droid") else {
+        eprintln!("skipped: Droid is not installed; .ci/run installs it");
+        return;
+    };
+    let dir = common::project();
+    let coord = Coordinator::start(dir.path());
+    let snippet = common::command(dir.path())
+        .args(["mcp-config", "--client", "droid"])
+        .output()
+        .unwrap();
+    assert!(snippet.status.success(), "{snippet:?}");
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".factory")).unwrap();
+    std::fs::write(home.path().join(".factory/mcp.json"), &snippet.stdout).unwrap();
+
+    let mut cmd = Command::new(&droid);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FACTORY_") || k.starts_with("DROID_") || k.starts_with("HEPHAESTUS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(["mcp", "list"])
+        .current_dir(dir.path())
+        .env("HOME", home.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        // `  hephaestus  stdio  connected  [user]`
+        text.lines().any(|l| l
+            .split_whitespace()
+            .take(3)
+            .eq(["hephaestus", "stdio", "connected"])),
+        "droid mcp list did not report our server connected:\n{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        coord.stderr()
+    );
+}
