@@ -301,3 +301,62 @@ fn droid_connects_to_the_mcp_config_snippet_in_the_users_factory_home() {
         coord.stderr()
     );
 }
+
+/// The agent manager with `cli = "droid"`, no Factory login: the real CLI, started in tmux with
+/// the adapter's command line, stops at its login screen, and the task fails with what the
+/// terminal showed. When this stops failing that way, Droid runs without a login and the
+/// manager can drive it end to end like Claude Code and Codex.
+#[test]
+fn droid_without_a_factory_login_fails_its_task_with_the_login_screen() {
+    let Some(droid) = agent_cli::find_cli("droid") else {
+        eprintln!("skipped: Droid is not installed; .ci/run installs it");
+        return;
+    };
+    let dir = common::project();
+    common::git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
+    std::fs::write(
+        dir.path().join(".gitignore"),
+        ".hephaestus/\nserve.stderr\n",
+    )
+    .unwrap();
+    common::git(dir.path(), &["add", "."]);
+    common::git(dir.path(), &["commit", "-q", "-m", "initial"]);
+    let worktrees = dir.path().with_extension("worktrees");
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        format!(
+            "[agents]\nmax_attempts = 1\ncli = \"droid\"\nworktrees_dir = \"{}\"\nready_timeout_secs = 20\n",
+            worktrees.display()
+        ),
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let home_dir = home.path().display().to_string();
+    let coord = agent_cli::start_coordinator(
+        dir.path(),
+        droid.parent().unwrap(),
+        &["FACTORY_", "DROID_", "XDG_"],
+        &[("HOME", home_dir.as_str())],
+    );
+    let tmux = agent_cli::TmuxServer::of(&coord);
+    let id = coord.create_task("Leave a note for the team");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let task = loop {
+        let t = coord.cli(&["task", "show", &id]);
+        if t["status"] == "failed" {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task neither ran nor failed: {t}\n{}",
+            tmux.panes()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let reason = task["failure_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Please login with your Factory account to continue."),
+        "{reason}"
+    );
+    eprintln!("the task failed as expected: {reason}");
+}
