@@ -35,6 +35,13 @@ fn script(turn: &Turn) -> Answer {
         // assertions on the tool outputs will tell.
         return Answer::text("I have no Hephaestus tools.");
     }
+    // The system prompt is Codex's developer instructions; the first message is the task alone.
+    const SYSTEM_PROMPT_MARK: &str = "your own git worktree (";
+    if !turn.role_text("developer").contains(SYSTEM_PROMPT_MARK)
+        || turn.role_text("user").contains(SYSTEM_PROMPT_MARK)
+    {
+        return Answer::text("My system prompt is not in my developer instructions.");
+    }
     match turn.last_call.as_deref() {
         None => Answer::call(
             "I will read my task first.",

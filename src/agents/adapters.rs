@@ -200,7 +200,8 @@ fn claude_state(
 }
 
 /// Codex's `config.toml` for one agent, which is its `CODEX_HOME`: `agents.codex_config` with
-/// our MCP server and what an unattended run needs on top. A private home rather than `-c`
+/// our MCP server, the system prompt (as `developer_instructions`, after any of the user's own)
+/// and what an unattended run needs on top. A private home rather than `-c`
 /// overrides: Codex splits `-c` keys at every dot, so no override can name the worktree's path in
 /// `projects`, and without a trust entry it stops at a "Trust this folder?" screen.
 fn codex_config_toml(l: &AgentLaunch) -> Result<String> {
@@ -225,6 +226,15 @@ fn codex_config_toml(l: &AgentLaunch) -> Result<String> {
         l.worktree.display().to_string(),
         table(vec![("trust_level", Value::String("trusted".into()))]),
     );
+    let instructions = match config.get("developer_instructions") {
+        Some(Value::String(own)) => format!("{own}\n\n{}", l.system_prompt),
+        Some(other) => bail!(
+            "agents.codex_config.developer_instructions must be a string, not a {}",
+            other.type_str()
+        ),
+        None => l.system_prompt.clone(),
+    };
+    config.insert("developer_instructions".into(), Value::String(instructions));
     // Codex may otherwise send the first turn before our server is up.
     config
         .entry("mcp_optional_startup_grace_ms")
@@ -358,7 +368,7 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
                 env,
                 files,
                 links,
-                prompt_in_first_message: true,
+                prompt_in_first_message: false,
             }
         }
         CliKind::Opencode => {
@@ -620,6 +630,7 @@ mod tests {
         l.codex_config = Some(
             toml::from_str(
                 "model_provider = \"local\"\nmcp_optional_startup_grace_ms = 5000\n\
+                 developer_instructions = \"Use British spelling.\"\n\
                  [model_providers.local]\nbase_url = \"http://127.0.0.1:1/v1\"\nwire_api = \"responses\"\n\
                  [projects.\"/elsewhere\"]\ntrust_level = \"untrusted\"\n\
                  [mcp_servers.docs]\ncommand = \"docs-mcp\"\nargs = []\nstartup_timeout_sec = 1.5\n",
@@ -636,7 +647,7 @@ mod tests {
             "codex --dangerously-bypass-approvals-and-sandbox -m 'sonnet'"
         );
         assert_eq!(spec.env["CODEX_HOME"], "/p/.hephaestus/agents/a1b2c3d4");
-        assert!(spec.prompt_in_first_message);
+        assert!(!spec.prompt_in_first_message);
         assert_eq!(
             spec.links,
             vec![(
@@ -680,6 +691,11 @@ mod tests {
             Some(5000)
         );
         assert_eq!(config["check_for_update_on_startup"].as_bool(), Some(false));
+        // The system prompt goes after the user's own instructions.
+        assert_eq!(
+            config["developer_instructions"].as_str(),
+            Some("Use British spelling.\n\nbe good")
+        );
 
         // Without settings of its own, the agent still gets the start-up grace.
         let spec = launch_spec(CliKind::Codex, &launch()).unwrap();

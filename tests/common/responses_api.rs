@@ -68,6 +68,18 @@ impl Turn<'_> {
         self.tools.iter().any(|t| t == tool)
     }
 
+    /// The text of the input messages with this role (`developer`, `user`, ...).
+    pub fn role_text(&self, role: &str) -> String {
+        self.body["input"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| item["role"] == role)
+            .map(|item| output_text(&item["content"]))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Everything the model was told, instructions and input messages, as one text.
     pub fn all_text(&self) -> String {
         let mut text = self.body["instructions"]
@@ -124,9 +136,13 @@ pub fn read_turn(body: &Value) -> Turn<'_> {
                 results.push((name, output_text(&item["output"])));
                 shape.push("output");
             }
-            _ if item["role"] == "assistant" => shape.push("assistant"),
-            _ if item["role"].is_string() => shape.push("user"),
-            _ => shape.push("other"),
+            _ => shape.push(match item["role"].as_str() {
+                Some("assistant") => "assistant",
+                Some("developer") => "developer",
+                Some("system") => "system",
+                Some("user") => "user",
+                _ => "other",
+            }),
         }
     }
     Turn {
