@@ -201,9 +201,11 @@ fn claude_state(
 
 /// Codex's `config.toml` for one agent, which is its `CODEX_HOME`: `agents.codex_config` with
 /// our MCP server, the system prompt (as `developer_instructions`, after any of the user's own)
-/// and what an unattended run needs on top. A private home rather than `-c`
-/// overrides: Codex splits `-c` keys at every dot, so no override can name the worktree's path in
-/// `projects`, and without a trust entry it stops at a "Trust this folder?" screen.
+/// and what an unattended run needs on top.
+///
+/// A private home rather than `-c` overrides: Codex splits `-c` keys at every dot, so no
+/// override can name the worktree's path in `projects`, and without a trust entry it stops at a
+/// "Trust this folder?" screen.
 fn codex_config_toml(l: &AgentLaunch) -> Result<String> {
     use toml::Value;
     let mut config = l.codex_config.clone().unwrap_or_default();
@@ -448,6 +450,10 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
                 "FACTORY_HOME_OVERRIDE".into(),
                 l.agent_dir.display().to_string(),
             );
+            // Droid's terminal UI draws nothing while `CI` is set (its renderer then prints only
+            // the last frame, at exit), so an agent of a coordinator started by a CI job would
+            // sit on a blank screen. With `CI=false` it draws (seen with Droid 0.225.2).
+            env.insert("CI".into(), "false".into());
             // The user's login and own models (`custom_models`, bring-your-own-key) are shared,
             // not copied, so a token refresh reaches every agent and the user alike.
             let links = match &host.home {
@@ -735,6 +741,7 @@ mod tests {
             spec.env["FACTORY_HOME_OVERRIDE"],
             "/p/.hephaestus/agents/a1b2c3d4"
         );
+        assert_eq!(spec.env["CI"], "false");
         let (path, _) = spec
             .files
             .iter()
