@@ -414,6 +414,9 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
             );
             env.insert("GEMINI_CLI_TRUST_WORKSPACE".into(), "true".into());
             env.insert("GEMINI_SYSTEM_MD".into(), system_file.display().to_string());
+            // With `CI` set (a coordinator started by a CI job) Gemini CLI 0.61 skips its
+            // terminal UI, finds no prompt on stdin and exits 42.
+            env.insert("CI".into(), "false".into());
             LaunchSpec {
                 command: format!("gemini --yolo{}", model("--model")),
                 env,
@@ -812,6 +815,7 @@ mod tests {
                 .all(|(p, _)| p.starts_with("/p/.hephaestus/agents"))
         );
         assert_eq!(gm.env["GEMINI_CLI_TRUST_WORKSPACE"], "true");
+        assert_eq!(gm.env["CI"], "false");
     }
 
     #[test]
