@@ -234,6 +234,30 @@ requires_openai_auth = true
         !tree.contains("config.toml") && !tree.contains("auth.json"),
         "agent configuration was committed: {tree}"
     );
+    // Nothing of the agent outlives its session: no background app server, no copy of Codex.
+    let agent = task["assigned_agent_id"].as_str().unwrap();
+    let agent_dir = dir.path().join(".hephaestus/agents").join(&agent[..8]);
+    assert!(
+        agent_dir.join("config.toml").is_file(),
+        "{}",
+        agent_dir.display()
+    );
+    assert!(
+        !agent_dir.join("packages").exists(),
+        "codex installed its app server into the agent's home"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = agent_cli::processes_mentioning(&agent_dir);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes of the agent outlived its session: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let kinds = agent_cli::agent_event_kinds(dir.path());
     for kind in ["created", "prompt_delivered", "terminated", "merged"] {
         assert!(

@@ -241,6 +241,13 @@ fn codex_config_toml(l: &AgentLaunch) -> Result<String> {
     config
         .entry("mcp_optional_startup_grace_ms")
         .or_insert(Value::Integer(20_000));
+    // By default the interactive CLI copies itself (about 400 MB in 0.169) into
+    // `$CODEX_HOME/packages` and starts a background app server there that outlives the
+    // session: one copy and one resident daemon (about 250 MB) per agent. In-process it runs
+    // the same and ends with the agent's session.
+    sub_table(&mut config, "features")?
+        .entry("daemon_auto_start")
+        .or_insert(Value::Boolean(false));
     // An update prompt would sit in front of the task: updates are the user's business.
     config
         .entry("check_for_update_on_startup")
@@ -700,6 +707,10 @@ mod tests {
             Some(5000)
         );
         assert_eq!(config["check_for_update_on_startup"].as_bool(), Some(false));
+        assert_eq!(
+            config["features"]["daemon_auto_start"].as_bool(),
+            Some(false)
+        );
         // The system prompt goes after the user's own instructions.
         assert_eq!(
             config["developer_instructions"].as_str(),

@@ -135,6 +135,25 @@ pub fn print_coordinator_tail(coord: &Coordinator) {
     }
 }
 
+/// (pid, command line) of every process whose command line mentions `path`.
+pub fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
+    let needle = path.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(&needle) {
+            found.push((pid, line));
+        }
+    }
+    found
+}
+
 /// The event kinds the manager logged, oldest first.
 pub fn agent_event_kinds(project: &Path) -> Vec<String> {
     let db = rusqlite::Connection::open_with_flags(
