@@ -43,6 +43,11 @@ pub fn serve(config: Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Before the socket exists: whoever sees it listening may send SIGTERM at once, and a
+        // handler registered later (in a task that has not run yet) would leave the default
+        // action, an exit without cleanup.
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let listener = bind_socket(&config.socket_path)?;
         tracing::info!(
             socket = %config.socket_path.display(),
@@ -54,8 +59,6 @@ pub fn serve(config: Config) -> Result<()> {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = int.recv() => tracing::info!("SIGINT: shutting down"),
