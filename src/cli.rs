@@ -652,6 +652,21 @@ fn print_status(v: &Value) {
         v["max_concurrent_agents"]
     );
     print_agents(&v["agents"]);
+    let m = &v["memory"];
+    println!(
+        "memory: {} indexed, {} pending · embedder {} · {}",
+        m["indexed"],
+        m["pending"],
+        s(&m["embedder"]),
+        s(&m["backend"])
+    );
+    if let Some(note) = m["note"].as_str() {
+        println!("memory: {note}");
+    } else if m["degraded"] == Value::Bool(true) {
+        println!(
+            "memory quality is degraded: the hashing embedder matches words, not meaning (set memory.embedder)"
+        );
+    }
 }
 
 fn print_workflows(v: &Value) {

@@ -62,21 +62,20 @@ pub fn serve(config: Config) -> Result<()> {
             }
             signals.cancel();
         });
-        let embedder = {
-            let settings = config.memory.clone();
-            tokio::task::spawn_blocking(move || crate::memory::Memory::make_embedder(&settings))
-                .await
-                .context("embedder set-up failed")??
+        let (memory, fetch_model_into) = {
+            let (store, settings) = (store.clone(), config.memory.clone());
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let start = crate::memory::Memory::startup_embedder(&settings)?;
+                let backend = crate::memory::Memory::make_backend(&settings)?;
+                let memory = crate::memory::Memory::open(store, start.embedder, backend, settings)?;
+                Ok((memory, start.fetch_model_into))
+            })
+            .await
+            .context("memory set-up failed")??
         };
-        if embedder.degraded() {
+        if memory.degraded() && fetch_model_into.is_none() {
             tracing::warn!("memory search uses the hashing embedder: quality is degraded (lexical overlap only)");
         }
-        let memory = {
-            let (store, settings) = (store.clone(), config.memory.clone());
-            tokio::task::spawn_blocking(move || crate::memory::Memory::open(store, embedder, settings))
-                .await
-                .context("memory set-up failed")??
-        };
         let state = Arc::new(AppState::new(store.clone(), config.clone(), memory));
         let manager = if config.agents.enabled {
             match crate::agents::manager::AgentManager::new(state.clone()) {
@@ -95,6 +94,13 @@ pub fn serve(config: Config) -> Result<()> {
             None
         };
         tokio::spawn(index_pending_memories(state.clone(), shutdown.clone()));
+        #[cfg(feature = "local-embeddings")]
+        if let Some(dir) = fetch_model_into {
+            let state = state.clone();
+            // Detached: a download in progress at shutdown is abandoned with the process, and
+            // its staging dir never becomes the cache.
+            drop(tokio::task::spawn_blocking(move || state.memory.fetch_model_then_switch(&dir)));
+        }
         let result = crate::server::run(listener, state, shutdown).await;
         if let Some(m) = manager {
             let _ = m.await;
@@ -120,7 +126,7 @@ async fn index_pending_memories(state: crate::state::Shared, shutdown: Cancellat
         }
         let s = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            if s.memory.pending() > 0 {
+            if s.memory.needs_indexing() {
                 match s.memory.reindex() {
                     Ok(r) => tracing::info!(embedded = r.embedded, "pending memories indexed"),
                     Err(e) => tracing::warn!("pending memories still not indexed: {e:#}"),

@@ -234,7 +234,11 @@ fn an_openai_compatible_endpoint_embeds_memories_with_retries_and_outages() {
         ),
     )
     .unwrap();
-    let coord = Coordinator::start_with_env(dir.path(), &["--no-agents"], &[("TOY_KEY", "sk-toy")]);
+    let coord = Coordinator::start_with_env(
+        dir.path(),
+        &["--no-agents"],
+        &[("TOY_KEY", "sk-toy"), ("HEPHAESTUS_EMBEDDER", "openai")],
+    );
     let mut shim = RawShim::spawn(&coord, None);
     shim.initialize("claude-code");
 

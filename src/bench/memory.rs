@@ -144,6 +144,7 @@ pub fn run(dir: &Path) -> Result<()> {
     let memory = Memory::open(
         store,
         Arc::new(HashingEmbedder::new(DIM)),
+        Box::new(crate::memory::vectors::Embedded::new()),
         MemorySettings::default(),
     )?;
     let mut saves = Vec::new();

