@@ -136,6 +136,17 @@ impl Coordinator {
         })
     }
 
+    /// Runs a CLI command against this coordinator and returns what it printed for people.
+    pub fn cli_text(&self, args: &[&str]) -> String {
+        let out = command(&self.project).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "hephaestus {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn cli_raw(&self, args: &[&str]) -> Output {
         command(&self.project)
             .arg("--json")
