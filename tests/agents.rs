@@ -328,6 +328,64 @@ fn an_agent_that_dies_has_its_task_requeued_and_continued() {
     );
 }
 
+/// The coordinator restarts while an agent is still starting (its CLI has not connected yet). The
+/// new coordinator adopts the half-launched agent: it waits for the agent's shim, delivers the
+/// first message once, and the task completes, with no second agent spawned for it.
+#[test]
+fn a_launch_interrupted_by_a_restart_is_resumed_by_the_next_coordinator() {
+    let (dir, _worktrees) = agent_project("");
+    let config = dir.path().join("hephaestus.toml");
+    let slow = std::fs::read_to_string(&config).unwrap().replace(
+        "--mcp-config {mcp_config}",
+        "--mcp-config {mcp_config} --connect-delay 4",
+    );
+    std::fs::write(&config, slow).unwrap();
+    let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let tmux = tmux_of(&first);
+    let id = create(&first, "WRITE resumed.txt: after a restart", &[]);
+    wait_until(
+        "the agent's session started",
+        Duration::from_secs(30),
+        || events(dir.path()).iter().any(|(_, k)| k == "created"),
+    );
+    let stopped = Instant::now();
+    assert!(first.stop().success(), "{}", first.stderr());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "a launch waiting for its agent does not hold up shutdown"
+    );
+    drop(first);
+    let db = rusqlite::Connection::open(dir.path().join(".hephaestus/state.db")).unwrap();
+    let status: String = db
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(status, "assigned", "an interrupted launch is not a failure");
+    drop(db);
+
+    let second = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    wait_until(
+        "the resumed task done and merged",
+        Duration::from_secs(60),
+        || {
+            let t = task(&second, &id);
+            t["status"] == "done" && t["merge_status"] == "merged"
+        },
+    );
+    assert_eq!(
+        git(dir.path(), &["show", "trunk:resumed.txt"]),
+        "after a restart\n"
+    );
+    let evs = events(dir.path());
+    let count = |kind: &str| evs.iter().filter(|(_, k)| k == kind).count();
+    assert_eq!(count("created"), 1, "{evs:?}");
+    assert_eq!(count("launch_resumed"), 1, "{evs:?}");
+    assert_eq!(count("prompt_sent"), 1, "typed once: {evs:?}");
+    assert_eq!(count("prompt_delivered"), 1, "{evs:?}");
+    drop(tmux);
+}
+
 #[test]
 fn a_cli_that_never_connects_fails_its_task_with_what_the_terminal_showed() {
     let dir = project();
