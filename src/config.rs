@@ -104,6 +104,8 @@ struct MemoryFile {
     qdrant_api_key_env: Option<String>,
     qdrant_collection_prefix: Option<String>,
     qdrant_timeout_secs: Option<u64>,
+    /// Where the local model is fetched from first (a Hugging Face endpoint); "" skips the hub.
+    model_hub_url: Option<String>,
     base_url: Option<String>,
     model: Option<String>,
     /// Name of the environment variable that holds the API key (default OPENAI_API_KEY).
@@ -265,8 +267,15 @@ impl Config {
                     let home = env.get("HOME").filter(|h| !h.is_empty()).with_context(|| {
                         "memory.embedder = \"minilm\" keeps its model under $HOME/.cache, and HOME is not set"
                     })?;
+                    // HF_ENDPOINT is the hub's own variable for a mirror.
+                    let hub = env
+                        .get("HF_ENDPOINT")
+                        .cloned()
+                        .or(f.model_hub_url.clone())
+                        .unwrap_or_else(|| "https://huggingface.co".to_string());
                     crate::memory::EmbedderChoice::MiniLm {
                         cache_dir: crate::memory::minilm_cache_dir(Path::new(home)),
+                        hub: (!hub.is_empty()).then_some(hub),
                     }
                 }
                 other => bail!(
@@ -580,13 +589,24 @@ mod tests {
         );
         if cfg!(feature = "local-embeddings") {
             let c = loaded.unwrap();
-            let crate::memory::EmbedderChoice::MiniLm { cache_dir } = c.memory.embedder else {
+            let crate::memory::EmbedderChoice::MiniLm { cache_dir, hub } = c.memory.embedder else {
                 panic!("{:?}", c.memory.embedder)
             };
             assert_eq!(
                 cache_dir,
                 PathBuf::from("/home/u/.cache/hephaestus/models/all-MiniLM-L6-v2")
             );
+            assert_eq!(hub.as_deref(), Some("https://huggingface.co"));
+            let mirror = Config::load(
+                dir.path(),
+                &env(&[("HOME", "/home/u"), ("HF_ENDPOINT", "http://mirror:8080")]),
+                &Overrides::default(),
+            )
+            .unwrap();
+            let crate::memory::EmbedderChoice::MiniLm { hub, .. } = mirror.memory.embedder else {
+                panic!("{:?}", mirror.memory.embedder)
+            };
+            assert_eq!(hub.as_deref(), Some("http://mirror:8080"));
             let no_home = Config::load(dir.path(), &env(&[]), &Overrides::default()).unwrap_err();
             assert!(format!("{no_home:#}").contains("HOME"), "{no_home:#}");
         } else {

@@ -62,18 +62,18 @@ pub fn serve(config: Config) -> Result<()> {
             }
             signals.cancel();
         });
-        let (memory, fetch_model_into) = {
+        let (memory, fetch_model) = {
             let (store, settings) = (store.clone(), config.memory.clone());
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let start = crate::memory::Memory::startup_embedder(&settings)?;
                 let backend = crate::memory::Memory::make_backend(&settings)?;
                 let memory = crate::memory::Memory::open(store, start.embedder, backend, settings)?;
-                Ok((memory, start.fetch_model_into))
+                Ok((memory, start.fetch_model))
             })
             .await
             .context("memory set-up failed")??
         };
-        if memory.degraded() && fetch_model_into.is_none() {
+        if memory.degraded() && !fetch_model {
             tracing::warn!("memory search uses the hashing embedder: quality is degraded (lexical overlap only)");
         }
         let state = Arc::new(AppState::new(store.clone(), config.clone(), memory));
@@ -95,11 +95,11 @@ pub fn serve(config: Config) -> Result<()> {
         };
         tokio::spawn(index_pending_memories(state.clone(), shutdown.clone()));
         #[cfg(feature = "local-embeddings")]
-        if let Some(dir) = fetch_model_into {
+        if fetch_model {
             let state = state.clone();
             // Detached: a download in progress at shutdown is abandoned with the process, and
             // its staging dir never becomes the cache.
-            drop(tokio::task::spawn_blocking(move || state.memory.fetch_model_then_switch(&dir)));
+            drop(tokio::task::spawn_blocking(move || state.memory.fetch_model_then_switch()));
         }
         let result = crate::server::run(listener, state, shutdown).await;
         if let Some(m) = manager {

