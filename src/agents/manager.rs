@@ -205,11 +205,7 @@ impl AgentManager {
                     "the coordinator restarted during the launch (connected: {connected}, message typed: {typed})"
                 ),
             );
-            self.set_busy(&rt.agent_id, true);
-            self.slots
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(rt.agent_id.clone());
+            self.take_slot(&rt.agent_id);
             let me = self.clone();
             self.tasks.spawn(async move {
                 let agent_id = rt.agent_id.clone();
@@ -283,6 +279,15 @@ impl AgentManager {
         }
     }
 
+    /// An agent being launched: it holds a slot, and the dead-agent check leaves it alone.
+    fn take_slot(&self, agent: &str) {
+        self.set_busy(agent, true);
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(agent.to_string());
+    }
+
     fn release_slot(&self, agent: &str) {
         self.slots
             .lock()
@@ -329,11 +334,7 @@ impl AgentManager {
                     return;
                 }
             };
-            self.set_busy(&agent.id, true);
-            self.slots
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(agent.id.clone());
+            self.take_slot(&agent.id);
             let me = self.clone();
             self.tasks.spawn(async move {
                 let agent_id = agent.id.clone();

@@ -94,6 +94,37 @@ fn index_of(n: usize, embedder: &HashingEmbedder) -> Result<VectorIndex> {
     Ok(idx)
 }
 
+/// Times `saves` saves of fresh sentences (from `seed` on), then `searches` full searches.
+fn saves_and_searches(
+    memory: &Memory,
+    seed: u64,
+    saves: u64,
+    searches: u64,
+) -> Result<(super::Stats, super::Stats)> {
+    let mut saved = Vec::new();
+    for i in 0..saves {
+        let t = Instant::now();
+        memory.save(NewMemory {
+            content: sentence(seed + i),
+            memory_type: "learning".into(),
+            ..Default::default()
+        })?;
+        saved.push(t.elapsed());
+    }
+    let mut searched = Vec::new();
+    for i in 0..searches {
+        let q = Query {
+            text: sentence(seed + 2_000_000 + i),
+            limit: 5,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        memory.search(&q)?;
+        searched.push(t.elapsed());
+    }
+    Ok((stats(saved), stats(searched)))
+}
+
 pub fn run(dir: &Path) -> Result<()> {
     let embedder = HashingEmbedder::new(DIM);
     let queries: Vec<Vec<f32>> = (0..200u64)
@@ -147,28 +178,7 @@ pub fn run(dir: &Path) -> Result<()> {
         Box::new(crate::memory::vectors::Embedded::new()),
         MemorySettings::default(),
     )?;
-    let mut saves = Vec::new();
-    for i in 0..10_000u64 {
-        let t = Instant::now();
-        memory.save(NewMemory {
-            content: sentence(i),
-            memory_type: "learning".into(),
-            ..Default::default()
-        })?;
-        saves.push(t.elapsed());
-    }
-    let mut searches = Vec::new();
-    for i in 0..500u64 {
-        let q = Query {
-            text: sentence(2_000_000 + i),
-            limit: 5,
-            ..Default::default()
-        };
-        let t = Instant::now();
-        memory.search(&q)?;
-        searches.push(t.elapsed());
-    }
-    let (saves, searches) = (stats(saves), stats(searches));
+    let (saves, searches) = saves_and_searches(&memory, 0, 10_000, 500)?;
 
     let set_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/memory_quality.json");
     let quality = crate::memory::quality::load(&set_path).and_then(|set| {
@@ -262,28 +272,7 @@ fn minilm_rows(dir: &Path, set_path: &Path) -> Result<()> {
         Box::new(crate::memory::vectors::Embedded::new()),
         MemorySettings::default(),
     )?;
-    let mut saves = Vec::new();
-    for i in 0..1_000u64 {
-        let t = Instant::now();
-        memory.save(NewMemory {
-            content: sentence(3_000_000 + i),
-            memory_type: "learning".into(),
-            ..Default::default()
-        })?;
-        saves.push(t.elapsed());
-    }
-    let mut searches = Vec::new();
-    for i in 0..200u64 {
-        let q = Query {
-            text: sentence(4_000_000 + i),
-            limit: 5,
-            ..Default::default()
-        };
-        let t = Instant::now();
-        memory.search(&q)?;
-        searches.push(t.elapsed());
-    }
-    let (saves, searches) = (stats(saves), stats(searches));
+    let (saves, searches) = saves_and_searches(&memory, 3_000_000, 1_000, 200)?;
     let quality = crate::memory::quality::load(set_path)
         .and_then(|set| crate::memory::quality::evaluate(&set, model));
     let mib = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} MiB"));
