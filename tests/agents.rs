@@ -132,7 +132,7 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
     let (dir, worktrees) = agent_project("");
     let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
     let _tmux = tmux_of(&coord);
-    // A change of the user's own, uncommitted, in their checkout: merges must not touch it.
+    // A file of the user's own, uncommitted, in their checkout: merges must not touch it.
     std::fs::write(dir.path().join("notes.txt"), "my uncommitted notes\n").unwrap();
 
     // What an earlier agent learned reaches the agent whose task it is about.
@@ -162,9 +162,18 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
         std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
         "my uncommitted notes\n"
     );
-    assert!(
-        !dir.path().join("a.txt").exists(),
-        "the user's working tree is not written by a merge"
+    // trunk is checked out: the merged files are in the user's checkout too, and `git status`
+    // shows no tracked change, so none of the agents' work as a reversal.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert_eq!(
+        git(
+            dir.path(),
+            &["status", "--porcelain", "--untracked-files=no"]
+        ),
+        ""
     );
     assert_eq!(task(&coord, &b)["summary"], "wrote b.txt");
     let first_agent = task(&coord, &a)["assigned_agent_id"]
@@ -235,6 +244,65 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
     assert!(
         managed.iter().all(|a| a["status"] == "terminated"),
         "{agents}"
+    );
+}
+
+/// The user has the base branch checked out and is editing the very file an agent changed: the
+/// merge waits (the user's edit is never overwritten) and goes through once the edit is gone.
+#[test]
+fn a_merge_waits_while_the_user_edits_a_file_it_changes() {
+    let (dir, _worktrees) = agent_project("");
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let _tmux = tmux_of(&coord);
+    std::fs::write(dir.path().join("README.md"), "the user's draft\n").unwrap();
+    let id = create(&coord, "WRITE README.md: written by the agent", &[]);
+    wait_until("the merge waiting", Duration::from_secs(60), || {
+        task(&coord, &id)["merge_status"] == "waiting"
+    });
+    let t = task(&coord, &id);
+    assert_eq!(t["status"], "done");
+    assert_eq!(
+        t["merge_conflict_files"],
+        serde_json::json!(["README.md"]),
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("README.md")).unwrap(),
+        "the user's draft\n"
+    );
+    assert_eq!(git(dir.path(), &["show", "trunk:README.md"]), "demo\n");
+    let evs = events(dir.path());
+    assert_eq!(
+        evs.iter().filter(|(_, k)| k == "merge_waiting").count(),
+        1,
+        "{evs:?}"
+    );
+
+    // The user drops the draft; the next try merges.
+    git(dir.path(), &["checkout", "--", "README.md"]);
+    wait_until("the merge done", Duration::from_secs(30), || {
+        task(&coord, &id)["merge_status"] == "merged"
+    });
+    assert_eq!(
+        git(dir.path(), &["show", "trunk:README.md"]),
+        "written by the agent\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("README.md")).unwrap(),
+        "written by the agent\n"
+    );
+    assert_eq!(
+        git(
+            dir.path(),
+            &["status", "--porcelain", "--untracked-files=no"]
+        ),
+        ""
+    );
+    assert!(
+        git(dir.path(), &["branch", "--list", "hephaestus/*"])
+            .trim()
+            .is_empty(),
+        "a merged branch is deleted"
     );
 }
 

@@ -50,6 +50,8 @@ pub struct AgentManager {
     /// closing): each holds one of the `max_concurrent_agents` slots until it is terminated.
     slots: Arc<Mutex<HashSet<String>>>,
     tasks: TaskTracker,
+    /// When waiting merges were last tried.
+    last_merge_retry: Mutex<Option<std::time::Instant>>,
     /// Cancelled when the manager stops: a launch still waiting for its agent gives up without
     /// failing the task, and the next start resumes it (`resume_interrupted_launches`).
     stopping: CancellationToken,
@@ -98,6 +100,7 @@ impl AgentManager {
             panes: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            last_merge_retry: Mutex::new(None),
             state,
         })
     }
@@ -130,6 +133,7 @@ impl AgentManager {
                 self.spawn_finish(agent, task);
             }
             self.check_dead().await;
+            self.retry_waiting_merges().await;
             self.type_messages().await;
             self.fill().await;
             tokio::select! {
@@ -836,6 +840,26 @@ impl AgentManager {
                     .map_err(|e| anyhow!("cannot queue the conflict follow-up: {e}"))?;
                 self.remove_worktree(&rt.agent_id, false).await;
             }
+            MergeOutcome::Waiting { files } => {
+                // Logged once; the retries that find the same files in the way stay quiet.
+                if task.merge_status.as_deref() != Some("waiting") {
+                    store.log_event(
+                        Some(&rt.agent_id),
+                        Some(&task.id),
+                        "merge_waiting",
+                        &format!(
+                            "{} is checked out with changes of your own to {}: the merge waits until they are committed or stashed",
+                            self.base_branch,
+                            files.join(", ")
+                        ),
+                    )?;
+                    tracing::warn!(task = %task.id, files = %files.join(", "), "the merge into the checked-out {} waits for your changes to be committed or stashed", self.base_branch);
+                }
+                store.set_task_merge(&task.id, "waiting", &files)?;
+                store.set_agent_merge(&rt.agent_id, "waiting", None)?;
+                // The branch holds the work; the worktree is no longer needed.
+                self.remove_worktree(&rt.agent_id, false).await;
+            }
             MergeOutcome::UpToDate => {
                 store.set_task_merge(&task.id, "up_to_date", &[])?;
                 store.set_agent_merge(&rt.agent_id, "merged", None)?;
@@ -854,6 +878,33 @@ impl AgentManager {
             }
         }
         Ok(())
+    }
+
+    /// Merges that wait for the user's checkout are tried again, at most every few seconds
+    /// (each try reads the checkout's status).
+    async fn retry_waiting_merges(&self) {
+        const EVERY: Duration = Duration::from_secs(4);
+        {
+            let mut last = self
+                .last_merge_retry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Ok(waiting) = self.state.store.waiting_merges() else {
+            return;
+        };
+        for (rt, task_id) in waiting {
+            let Ok(task) = self.state.store.get_task(&task_id) else {
+                continue;
+            };
+            if let Err(e) = self.merge_back(&rt, &task).await {
+                tracing::warn!(task = %task_id, "retrying the merge failed: {e:#}");
+            }
+        }
     }
 
     /// Types waiting inbox messages into the terminals of agents that are between turns.
