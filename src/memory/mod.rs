@@ -155,6 +155,9 @@ pub struct Memory {
     stored: AtomicUsize,
     /// Rows the backend holds, as last known: status must not wait on a remote backend.
     indexed: AtomicUsize,
+    /// Memories without a vector from the current embedder, as last counted: status runs on
+    /// the reactor thread and must not scan the table.
+    pending: AtomicUsize,
     /// Why memory runs below its configured quality, when it does (shown by `status`).
     note: RwLock<Option<String>>,
 }
@@ -244,15 +247,12 @@ impl Memory {
             stale: AtomicBool::new(false),
             stored: AtomicUsize::new(0),
             indexed: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
             note: RwLock::new(None),
             store,
         };
         let space = space_of(&*memory.embedder());
-        let (with_vectors, all) = op(memory
-            .store
-            .count_memory_vectors(&space.embedder_id, space.dim))?;
-        memory.stored.store(all, Ordering::Relaxed);
-        if with_vectors < all
+        if memory.recount()? > 0
             && let Err(e) = memory.embed_missing()
         {
             tracing::warn!("memories stay pending until the embedder answers: {e:#}");
@@ -319,10 +319,16 @@ impl Memory {
 
     /// Memories stored without a vector from the current embedder.
     pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Counts the stored memories and those still to embed; returns the latter.
+    fn recount(&self) -> Result<usize> {
         let space = space_of(&*self.embedder());
-        self.store
-            .count_memory_vectors(&space.embedder_id, space.dim)
-            .map_or(0, |(with, all)| all - with)
+        let (with, all) = op(self.store.count_memory_vectors(&space.embedder_id, space.dim))?;
+        self.stored.store(all, Ordering::Relaxed);
+        self.pending.store(all - with, Ordering::Relaxed);
+        Ok(all - with)
     }
 
     /// True when the background job has work: memories to embed, or a backend to rebuild.
@@ -337,6 +343,13 @@ impl Memory {
 
     /// Gives every memory that lacks one a vector from the current embedder. Returns how many.
     fn embed_missing(&self) -> Result<usize> {
+        let result = self.embed_missing_uncounted();
+        // Partial progress counts too.
+        let _ = self.recount();
+        result
+    }
+
+    fn embed_missing_uncounted(&self) -> Result<usize> {
         let embedder = self.embedder();
         let (id, dim) = (embedder.id().to_string(), embedder.dim());
         let todo = op(self.store.memories_to_embed(&id, dim))?;
@@ -453,6 +466,7 @@ impl Memory {
         let Some(vector) = vector else {
             let id = op(self.store.insert_memory(&new, None))?;
             self.stored.fetch_add(1, Ordering::Relaxed);
+            self.pending.fetch_add(1, Ordering::Relaxed);
             return Ok(Saved::Pending { id });
         };
         match self.backend.search(&space, &vector, 1, &Filter::default()) {
