@@ -455,6 +455,8 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                     )?;
                     if json {
                         print_json(&v);
+                    } else if v.as_array().is_none_or(|a| a.is_empty()) {
+                        println!("no memory matches");
                     } else {
                         for f in v.as_array().into_iter().flatten() {
                             let m = &f["memory"];
@@ -473,6 +475,8 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                     let v = call(&config, Request::MemoryList { limit: Some(limit) })?;
                     if json {
                         print_json(&v);
+                    } else if v.as_array().is_none_or(|a| a.is_empty()) {
+                        println!("no memories yet");
                     } else {
                         for m in v.as_array().into_iter().flatten() {
                             println!(

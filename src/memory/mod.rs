@@ -325,7 +325,9 @@ impl Memory {
     /// Counts the stored memories and those still to embed; returns the latter.
     fn recount(&self) -> Result<usize> {
         let space = space_of(&*self.embedder());
-        let (with, all) = op(self.store.count_memory_vectors(&space.embedder_id, space.dim))?;
+        let (with, all) = op(self
+            .store
+            .count_memory_vectors(&space.embedder_id, space.dim))?;
         self.stored.store(all, Ordering::Relaxed);
         self.pending.store(all - with, Ordering::Relaxed);
         Ok(all - with)
