@@ -455,6 +455,8 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                     )?;
                     if json {
                         print_json(&v);
+                    } else if v.as_array().is_none_or(|a| a.is_empty()) {
+                        println!("no memory matches");
                     } else {
                         for f in v.as_array().into_iter().flatten() {
                             let m = &f["memory"];
@@ -473,6 +475,8 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                     let v = call(&config, Request::MemoryList { limit: Some(limit) })?;
                     if json {
                         print_json(&v);
+                    } else if v.as_array().is_none_or(|a| a.is_empty()) {
+                        println!("no memories yet");
                     } else {
                         for m in v.as_array().into_iter().flatten() {
                             println!(
@@ -652,6 +656,21 @@ fn print_status(v: &Value) {
         v["max_concurrent_agents"]
     );
     print_agents(&v["agents"]);
+    let m = &v["memory"];
+    println!(
+        "memory: {} indexed, {} pending · embedder {} · {}",
+        m["indexed"],
+        m["pending"],
+        s(&m["embedder"]),
+        s(&m["backend"])
+    );
+    if let Some(note) = m["note"].as_str() {
+        println!("memory: {note}");
+    } else if m["degraded"] == Value::Bool(true) {
+        println!(
+            "memory quality is degraded: the hashing embedder matches words, not meaning (set memory.embedder)"
+        );
+    }
 }
 
 fn print_workflows(v: &Value) {

@@ -99,8 +99,16 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MemoryFile {
-    /// "hashing", "openai" or "minilm"
+    /// "minilm" (the default), "openai" or "hashing"
     embedder: Option<String>,
+    /// A Qdrant gRPC endpoint: memories are searched there instead of in-process.
+    qdrant_url: Option<String>,
+    /// Name of the environment variable that holds the Qdrant API key (default QDRANT_API_KEY).
+    qdrant_api_key_env: Option<String>,
+    qdrant_collection_prefix: Option<String>,
+    qdrant_timeout_secs: Option<u64>,
+    /// Where the local model is fetched from first (a Hugging Face endpoint); "" skips the hub.
+    model_hub_url: Option<String>,
     base_url: Option<String>,
     model: Option<String>,
     /// Name of the environment variable that holds the API key (default OPENAI_API_KEY).
@@ -215,7 +223,20 @@ impl Config {
         let memory = {
             let f = file.memory.unwrap_or_default();
             let d = crate::memory::MemorySettings::default();
-            let embedder = match f.embedder.as_deref().unwrap_or("hashing") {
+            // The local model is the default where it is built in and has a home to live in.
+            let explicit = env
+                .get("HEPHAESTUS_EMBEDDER")
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .or_else(|| f.embedder.clone());
+            let default = if cfg!(feature = "local-embeddings")
+                && env.get("HOME").is_some_and(|h| !h.is_empty())
+            {
+                "minilm"
+            } else {
+                "hashing"
+            };
+            let embedder = match explicit.as_deref().unwrap_or(default) {
                 "hashing" => crate::memory::EmbedderChoice::Hashing,
                 "openai" => {
                     let key_var = f
@@ -249,8 +270,15 @@ impl Config {
                     let home = env.get("HOME").filter(|h| !h.is_empty()).with_context(|| {
                         "memory.embedder = \"minilm\" keeps its model under $HOME/.cache, and HOME is not set"
                     })?;
+                    // HF_ENDPOINT is the hub's own variable for a mirror.
+                    let hub = env
+                        .get("HF_ENDPOINT")
+                        .cloned()
+                        .or(f.model_hub_url.clone())
+                        .unwrap_or_else(|| "https://huggingface.co".to_string());
                     crate::memory::EmbedderChoice::MiniLm {
                         cache_dir: crate::memory::minilm_cache_dir(Path::new(home)),
+                        hub: (!hub.is_empty()).then_some(hub),
                     }
                 }
                 other => bail!(
@@ -269,6 +297,29 @@ impl Config {
                 recency_half_life_days: f
                     .recency_half_life_days
                     .unwrap_or(d.recency_half_life_days),
+                qdrant: env
+                    .get("HEPHAESTUS_QDRANT_URL")
+                    .cloned()
+                    .or(f.qdrant_url.clone())
+                    .filter(|u| !u.is_empty())
+                    .map(|url| -> Result<crate::memory::QdrantSettings> {
+                        if !(url.starts_with("http://") || url.starts_with("https://")) {
+                            bail!("memory.qdrant_url must start with http:// or https:// (the gRPC port, usually 6334), got {url:?}");
+                        }
+                        let key_var = f.qdrant_api_key_env.as_deref().unwrap_or("QDRANT_API_KEY");
+                        Ok(crate::memory::QdrantSettings {
+                            url,
+                            api_key: env.get(key_var).filter(|k| !k.is_empty()).cloned(),
+                            collection_prefix: f
+                                .qdrant_collection_prefix
+                                .clone()
+                                .unwrap_or_else(|| "hephaestus".to_string()),
+                            timeout: std::time::Duration::from_secs(
+                                f.qdrant_timeout_secs.unwrap_or(10).max(1),
+                            ),
+                        })
+                    })
+                    .transpose()?,
             };
             if !(0.0..=1.0).contains(&m.dedup_threshold) {
                 bail!(
@@ -542,18 +593,111 @@ mod tests {
         );
         if cfg!(feature = "local-embeddings") {
             let c = loaded.unwrap();
-            let crate::memory::EmbedderChoice::MiniLm { cache_dir } = c.memory.embedder else {
+            let crate::memory::EmbedderChoice::MiniLm { cache_dir, hub } = c.memory.embedder else {
                 panic!("{:?}", c.memory.embedder)
             };
             assert_eq!(
                 cache_dir,
                 PathBuf::from("/home/u/.cache/hephaestus/models/all-MiniLM-L6-v2")
             );
+            assert_eq!(hub.as_deref(), Some("https://huggingface.co"));
+            let mirror = Config::load(
+                dir.path(),
+                &env(&[("HOME", "/home/u"), ("HF_ENDPOINT", "http://mirror:8080")]),
+                &Overrides::default(),
+            )
+            .unwrap();
+            let crate::memory::EmbedderChoice::MiniLm { hub, .. } = mirror.memory.embedder else {
+                panic!("{:?}", mirror.memory.embedder)
+            };
+            assert_eq!(hub.as_deref(), Some("http://mirror:8080"));
             let no_home = Config::load(dir.path(), &env(&[]), &Overrides::default()).unwrap_err();
             assert!(format!("{no_home:#}").contains("HOME"), "{no_home:#}");
         } else {
             let text = format!("{:#}", loaded.unwrap_err());
             assert!(text.contains("local-embeddings"), "{text}");
         }
+    }
+
+    #[test]
+    fn the_local_model_is_the_default_and_the_environment_picks_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = env(&[("HOME", "/home/u")]);
+        let c = Config::load(dir.path(), &home, &Overrides::default()).unwrap();
+        if cfg!(feature = "local-embeddings") {
+            assert!(
+                matches!(
+                    c.memory.embedder,
+                    crate::memory::EmbedderChoice::MiniLm { .. }
+                ),
+                "{:?}",
+                c.memory.embedder
+            );
+        } else {
+            assert!(matches!(
+                c.memory.embedder,
+                crate::memory::EmbedderChoice::Hashing
+            ));
+        }
+        // Without a home there is no model cache: the default falls back instead of failing.
+        let homeless = Config::load(dir.path(), &env(&[]), &Overrides::default()).unwrap();
+        assert!(matches!(
+            homeless.memory.embedder,
+            crate::memory::EmbedderChoice::Hashing
+        ));
+
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[memory]\nembedder = \"minilm\"\n",
+        )
+        .unwrap();
+        let pinned = Config::load(
+            dir.path(),
+            &env(&[("HOME", "/home/u"), ("HEPHAESTUS_EMBEDDER", "hashing")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            pinned.memory.embedder,
+            crate::memory::EmbedderChoice::Hashing
+        ));
+        let bad = Config::load(
+            dir.path(),
+            &env(&[("HEPHAESTUS_EMBEDDER", "bert")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{bad:#}").contains("\"bert\""), "{bad:#}");
+    }
+
+    #[test]
+    fn qdrant_settings_come_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[memory]\nembedder = \"hashing\"\nqdrant_url = \"http://q:6334\"\nqdrant_collection_prefix = \"team\"\nqdrant_api_key_env = \"QKEY\"\n",
+        )
+        .unwrap();
+        let c = Config::load(dir.path(), &env(&[("QKEY", "k1")]), &Overrides::default()).unwrap();
+        let q = c.memory.qdrant.unwrap();
+        assert_eq!(
+            (q.url.as_str(), q.collection_prefix.as_str()),
+            ("http://q:6334", "team")
+        );
+        assert_eq!(q.api_key.as_deref(), Some("k1"));
+        let from_env = Config::load(
+            dir.path(),
+            &env(&[("HEPHAESTUS_QDRANT_URL", "https://other:6334")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(from_env.memory.qdrant.unwrap().url, "https://other:6334");
+        let bad = Config::load(
+            dir.path(),
+            &env(&[("HEPHAESTUS_QDRANT_URL", "q:6334")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{bad:#}").contains("http://"), "{bad:#}");
     }
 }

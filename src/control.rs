@@ -233,6 +233,8 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             "memory": {
                 "embedder": state.memory.embedder_id(),
                 "degraded": state.memory.degraded(),
+                "note": state.memory.note(),
+                "backend": state.memory.backend(),
                 "indexed": state.memory.indexed(),
                 "pending": state.memory.pending(),
             },

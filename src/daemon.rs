@@ -65,21 +65,20 @@ pub fn serve(config: Config) -> Result<()> {
             }
             signals.cancel();
         });
-        let embedder = {
-            let settings = config.memory.clone();
-            tokio::task::spawn_blocking(move || crate::memory::Memory::make_embedder(&settings))
-                .await
-                .context("embedder set-up failed")??
+        let (memory, fetch_model) = {
+            let (store, settings) = (store.clone(), config.memory.clone());
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let start = crate::memory::Memory::startup_embedder(&settings)?;
+                let backend = crate::memory::Memory::make_backend(&settings)?;
+                let memory = crate::memory::Memory::open(store, start.embedder, backend, settings)?;
+                Ok((memory, start.fetch_model))
+            })
+            .await
+            .context("memory set-up failed")??
         };
-        if embedder.degraded() {
+        if memory.degraded() && !fetch_model {
             tracing::warn!("memory search uses the hashing embedder: quality is degraded (lexical overlap only)");
         }
-        let memory = {
-            let (store, settings) = (store.clone(), config.memory.clone());
-            tokio::task::spawn_blocking(move || crate::memory::Memory::open(store, embedder, settings))
-                .await
-                .context("memory set-up failed")??
-        };
         let state = Arc::new(AppState::new(store.clone(), config.clone(), memory));
         let manager = if config.agents.enabled {
             match crate::agents::manager::AgentManager::new(state.clone()) {
@@ -98,6 +97,13 @@ pub fn serve(config: Config) -> Result<()> {
             None
         };
         tokio::spawn(index_pending_memories(state.clone(), shutdown.clone()));
+        #[cfg(feature = "local-embeddings")]
+        if fetch_model {
+            let state = state.clone();
+            // Detached: a download in progress at shutdown is abandoned with the process, and
+            // its staging dir never becomes the cache.
+            drop(tokio::task::spawn_blocking(move || state.memory.fetch_model_then_switch()));
+        }
         let result = crate::server::run(listener, state, shutdown).await;
         if let Some(m) = manager {
             let _ = m.await;
@@ -123,7 +129,7 @@ async fn index_pending_memories(state: crate::state::Shared, shutdown: Cancellat
         }
         let s = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            if s.memory.pending() > 0 {
+            if s.memory.needs_indexing() {
                 match s.memory.reindex() {
                     Ok(r) => tracing::info!(embedded = r.embedded, "pending memories indexed"),
                     Err(e) => tracing::warn!("pending memories still not indexed: {e:#}"),

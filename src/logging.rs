@@ -1,6 +1,7 @@
 //! Tracing set-up: the coordinator logs to `logs/coordinator.log` and stderr; CLI commands and the
 //! shim log to stderr only (the shim's stdout belongs to the protocol).
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -24,7 +25,12 @@ pub fn init_coordinator(logs_dir: &Path, level: &str) -> Result<WorkerGuard> {
     let _ = tracing_subscriber::registry()
         .with(filter(level))
         .with(fmt::layer().with_writer(writer).with_ansi(false))
-        .with(fmt::layer().with_writer(std::io::stderr))
+        // Colours only for a terminal: stderr redirected to a file stays plain text.
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .try_init();
     Ok(guard)
 }
@@ -33,6 +39,10 @@ pub fn init_coordinator(logs_dir: &Path, level: &str) -> Result<WorkerGuard> {
 pub fn init_stderr(level: &str) {
     let _ = tracing_subscriber::registry()
         .with(filter(level))
-        .with(fmt::layer().with_writer(std::io::stderr))
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .try_init();
 }

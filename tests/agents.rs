@@ -132,7 +132,7 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
     let (dir, worktrees) = agent_project("");
     let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
     let _tmux = tmux_of(&coord);
-    // A change of the user's own, uncommitted, in their checkout: merges must not touch it.
+    // A file of the user's own, uncommitted, in their checkout: merges must not touch it.
     std::fs::write(dir.path().join("notes.txt"), "my uncommitted notes\n").unwrap();
 
     // What an earlier agent learned reaches the agent whose task it is about.
@@ -162,9 +162,18 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
         std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
         "my uncommitted notes\n"
     );
-    assert!(
-        !dir.path().join("a.txt").exists(),
-        "the user's working tree is not written by a merge"
+    // trunk is checked out: the merged files are in the user's checkout too, and `git status`
+    // shows no tracked change, so none of the agents' work as a reversal.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert_eq!(
+        git(
+            dir.path(),
+            &["status", "--porcelain", "--untracked-files=no"]
+        ),
+        ""
     );
     assert_eq!(task(&coord, &b)["summary"], "wrote b.txt");
     let first_agent = task(&coord, &a)["assigned_agent_id"]
@@ -235,6 +244,65 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
     assert!(
         managed.iter().all(|a| a["status"] == "terminated"),
         "{agents}"
+    );
+}
+
+/// The user has the base branch checked out and is editing the very file an agent changed: the
+/// merge waits (the user's edit is never overwritten) and goes through once the edit is gone.
+#[test]
+fn a_merge_waits_while_the_user_edits_a_file_it_changes() {
+    let (dir, _worktrees) = agent_project("");
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let _tmux = tmux_of(&coord);
+    std::fs::write(dir.path().join("README.md"), "the user's draft\n").unwrap();
+    let id = create(&coord, "WRITE README.md: written by the agent", &[]);
+    wait_until("the merge waiting", Duration::from_secs(60), || {
+        task(&coord, &id)["merge_status"] == "waiting"
+    });
+    let t = task(&coord, &id);
+    assert_eq!(t["status"], "done");
+    assert_eq!(
+        t["merge_conflict_files"],
+        serde_json::json!(["README.md"]),
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("README.md")).unwrap(),
+        "the user's draft\n"
+    );
+    assert_eq!(git(dir.path(), &["show", "trunk:README.md"]), "demo\n");
+    let evs = events(dir.path());
+    assert_eq!(
+        evs.iter().filter(|(_, k)| k == "merge_waiting").count(),
+        1,
+        "{evs:?}"
+    );
+
+    // The user drops the draft; the next try merges.
+    git(dir.path(), &["checkout", "--", "README.md"]);
+    wait_until("the merge done", Duration::from_secs(30), || {
+        task(&coord, &id)["merge_status"] == "merged"
+    });
+    assert_eq!(
+        git(dir.path(), &["show", "trunk:README.md"]),
+        "written by the agent\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("README.md")).unwrap(),
+        "written by the agent\n"
+    );
+    assert_eq!(
+        git(
+            dir.path(),
+            &["status", "--porcelain", "--untracked-files=no"]
+        ),
+        ""
+    );
+    assert!(
+        git(dir.path(), &["branch", "--list", "hephaestus/*"])
+            .trim()
+            .is_empty(),
+        "a merged branch is deleted"
     );
 }
 
@@ -326,6 +394,64 @@ fn an_agent_that_dies_has_its_task_requeued_and_continued() {
         2,
         "{evs:?}"
     );
+}
+
+/// The coordinator restarts while an agent is still starting (its CLI has not connected yet). The
+/// new coordinator adopts the half-launched agent: it waits for the agent's shim, delivers the
+/// first message once, and the task completes, with no second agent spawned for it.
+#[test]
+fn a_launch_interrupted_by_a_restart_is_resumed_by_the_next_coordinator() {
+    let (dir, _worktrees) = agent_project("");
+    let config = dir.path().join("hephaestus.toml");
+    let slow = std::fs::read_to_string(&config).unwrap().replace(
+        "--mcp-config {mcp_config}",
+        "--mcp-config {mcp_config} --connect-delay 4",
+    );
+    std::fs::write(&config, slow).unwrap();
+    let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let tmux = tmux_of(&first);
+    let id = create(&first, "WRITE resumed.txt: after a restart", &[]);
+    wait_until(
+        "the agent's session started",
+        Duration::from_secs(30),
+        || events(dir.path()).iter().any(|(_, k)| k == "created"),
+    );
+    let stopped = Instant::now();
+    assert!(first.stop().success(), "{}", first.stderr());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "a launch waiting for its agent does not hold up shutdown"
+    );
+    drop(first);
+    let db = rusqlite::Connection::open(dir.path().join(".hephaestus/state.db")).unwrap();
+    let status: String = db
+        .query_row("SELECT status FROM tasks WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(status, "assigned", "an interrupted launch is not a failure");
+    drop(db);
+
+    let second = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    wait_until(
+        "the resumed task done and merged",
+        Duration::from_secs(60),
+        || {
+            let t = task(&second, &id);
+            t["status"] == "done" && t["merge_status"] == "merged"
+        },
+    );
+    assert_eq!(
+        git(dir.path(), &["show", "trunk:resumed.txt"]),
+        "after a restart\n"
+    );
+    let evs = events(dir.path());
+    let count = |kind: &str| evs.iter().filter(|(_, k)| k == kind).count();
+    assert_eq!(count("created"), 1, "{evs:?}");
+    assert_eq!(count("launch_resumed"), 1, "{evs:?}");
+    assert_eq!(count("prompt_sent"), 1, "typed once: {evs:?}");
+    assert_eq!(count("prompt_delivered"), 1, "{evs:?}");
+    drop(tmux);
 }
 
 #[test]

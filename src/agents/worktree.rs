@@ -1,11 +1,18 @@
 //! Agent worktrees: one git worktree and branch per agent, its checkpoints, and merging its branch
 //! back into the base branch. The only module that touches git, and only through git2.
 //!
-//! A merge is computed in memory and moves nothing but the target branch's ref, so the user can
-//! keep the base branch checked out and go on editing: their working tree, index and HEAD are never
-//! written. Every call opens the repository afresh, because `git2::Repository` is not `Sync` and a
-//! fresh handle sees refs the user's own git moved in the meantime. Every call blocks: async callers
-//! run them on `spawn_blocking`.
+//! A merge is computed in memory and moves the target branch's ref. When the user has that branch
+//! checked out, a moved ref alone would leave their index and files behind the branch (and a
+//! `git commit -a` would revert the agents' work), so the merge also updates the files it changed,
+//! in the working tree and the index, and only when the user has no change of their own, staged
+//! or not, on any of them; otherwise it waits (`MergeOutcome::Waiting`) and changes nothing. Git's
+//! own answer to a push into a checked-out branch (`receive.denyCurrentBranch = updateInstead`) is
+//! the same idea, stricter: it refuses any change at all. Files the merge did not change are never
+//! written.
+//!
+//! Every call opens the repository afresh, because `git2::Repository` is not `Sync` and a fresh
+//! handle sees refs the user's own git moved in the meantime. Every call blocks: async callers run
+//! them on `spawn_blocking`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -68,6 +75,11 @@ pub enum MergeOutcome {
     },
     /// Nothing was changed; these paths conflict.
     Conflict {
+        files: Vec<String>,
+    },
+    /// Nothing was changed: the target is checked out in the user's working tree, and these
+    /// paths of the merge have changes of the user's own there.
+    Waiting {
         files: Vec<String>,
     },
 }
@@ -265,6 +277,9 @@ impl Worktrees {
             .graph_descendant_of(theirs_id, ours_id)
             .with_context(|| format!("comparing {branch} with {target}"))?
         {
+            if let Some(files) = update_checkout(&repo, &target_ref, &ours, &theirs)? {
+                return Ok(MergeOutcome::Waiting { files });
+            }
             let log = format!("hephaestus: fast-forward {target} to {branch}");
             move_ref(&repo, &target_ref, theirs_id, ours_id, &log)?;
             return Ok(MergeOutcome::FastForward {
@@ -312,6 +327,12 @@ impl Worktrees {
         let commit = repo
             .commit(None, &sig, &sig, message, &tree, &[&ours, &theirs])
             .with_context(|| format!("committing the merge of {branch} into {target}"))?;
+        let merged_commit = repo
+            .find_commit(commit)
+            .with_context(|| format!("reading commit {commit}"))?;
+        if let Some(files) = update_checkout(&repo, &target_ref, &ours, &merged_commit)? {
+            return Ok(MergeOutcome::Waiting { files });
+        }
         let log = format!("hephaestus: merge {branch} into {target}");
         move_ref(&repo, &target_ref, commit, ours_id, &log)?;
         Ok(MergeOutcome::Merged {
@@ -573,6 +594,92 @@ fn branch_tip<'r>(repo: &'r Repository, branch: &str) -> Result<git2::Commit<'r>
 
 /// Moves `name` from `from` to `to`, failing rather than overwriting if someone else moved it
 /// since we read it (the user committing on the base branch mid-merge).
+/// When `target_ref` is checked out in the user's working tree: checks that no path `from → to`
+/// changes has a change of the user's own, staged or not, and if so writes those paths, files
+/// and index entries, as of `to`. Returns the paths in the way when it may not;
+/// then nothing was written. A target that is not checked out needs nothing.
+fn update_checkout(
+    repo: &Repository,
+    target_ref: &str,
+    from: &git2::Commit<'_>,
+    to: &git2::Commit<'_>,
+) -> Result<Option<Vec<String>>> {
+    if repo.is_bare() {
+        return Ok(None);
+    }
+    let head = repo.find_reference("HEAD").context("reading HEAD")?;
+    if head.symbolic_target().ok().flatten() != Some(target_ref) {
+        return Ok(None);
+    }
+    let workdir = repo
+        .workdir()
+        .map(Path::to_path_buf)
+        .context("the repository has no working tree")?;
+    let (old_tree, new_tree) = (
+        from.tree().context("reading the target's tree")?,
+        to.tree().context("reading the merged tree")?,
+    );
+    let diff = repo
+        .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
+        .context("listing what the merge changes")?;
+    let mut changed = std::collections::BTreeSet::new();
+    for delta in diff.deltas() {
+        for file in [delta.old_file(), delta.new_file()] {
+            if let Some(p) = file.path().and_then(Path::to_str) {
+                changed.insert(p.to_string());
+            }
+        }
+    }
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .with_context(|| format!("reading the status of {}", workdir.display()))?;
+    let mut in_the_way = Vec::new();
+    if repo.state() != git2::RepositoryState::Clean {
+        in_the_way.push(format!(
+            "{} (a git operation is in progress)",
+            workdir.display()
+        ));
+    }
+    for entry in statuses.iter() {
+        let Ok(path) = entry.path() else { continue };
+        let status = entry.status();
+        // Changes of the user's own to other paths, staged or not, stay as they are.
+        if status.is_conflicted() || (!status.is_ignored() && changed.contains(path)) {
+            in_the_way.push(path.to_string());
+        }
+    }
+    // A new file of the merge may land where the user keeps an ignored file.
+    for path in &changed {
+        if new_tree.get_path(Path::new(path)).is_ok()
+            && old_tree.get_path(Path::new(path)).is_err()
+            && workdir.join(path).symlink_metadata().is_ok()
+        {
+            in_the_way.push(path.clone());
+        }
+    }
+    if !in_the_way.is_empty() {
+        in_the_way.sort();
+        in_the_way.dedup();
+        return Ok(Some(in_the_way));
+    }
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    checkout.safe();
+    for path in &changed {
+        checkout.path(path);
+    }
+    repo.checkout_tree(to.as_object(), Some(&mut checkout))
+        .with_context(|| format!("updating the merged files in {}", workdir.display()))?;
+    Ok(None)
+}
+
 fn move_ref(repo: &Repository, name: &str, to: Oid, from: Oid, log: &str) -> Result<()> {
     match repo.reference_matching(name, to, true, from, log) {
         Ok(_) => Ok(()),
@@ -764,6 +871,21 @@ mod tests {
     }
 
     /// What a merge must leave alone: the user's files, index and HEAD, byte for byte.
+    /// The user's checkout as `git status` sees it: (path, status), sorted, untracked included.
+    fn changes(fx: &Fixture) -> Vec<(String, git2::Status)> {
+        let mut options = git2::StatusOptions::new();
+        options.include_untracked(true);
+        let mut out: Vec<(String, git2::Status)> = fx
+            .repo
+            .statuses(Some(&mut options))
+            .unwrap()
+            .iter()
+            .map(|e| (e.path().unwrap().to_string(), e.status()))
+            .collect();
+        out.sort();
+        out
+    }
+
     fn user_side(fx: &Fixture) -> (Vec<u8>, Vec<u8>, Option<String>) {
         let head = fx.repo.find_reference("HEAD").unwrap();
         (
@@ -981,8 +1103,15 @@ mod tests {
             }
         );
         assert_eq!(tip(&fx.repo, "trunk").to_string(), commit);
-        assert_eq!(user_side(&fx), before);
-        assert!(!fx.workdir.join("new.txt").exists());
+        // trunk is checked out: the merged file is in the checkout and its index, the user's
+        // own edit stays, and nothing shows as a reversal of the merge.
+        assert_eq!(read(&fx.workdir, "new.txt"), "new\n");
+        assert_eq!(user_side(&fx).0, before.0);
+        assert_eq!(user_side(&fx).2, before.2);
+        assert_eq!(
+            changes(&fx),
+            vec![("a.txt".to_string(), git2::Status::WT_MODIFIED)]
+        );
         let reflog = fx.repo.reflog("refs/heads/trunk").unwrap();
         let entry = reflog.get(0).unwrap();
         assert!(entry.message().unwrap().unwrap().contains("hephaestus"));
@@ -994,7 +1123,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_makes_a_merge_commit_when_both_moved_and_leaves_the_user_alone() {
+    fn merge_makes_a_merge_commit_when_both_moved_and_keeps_the_users_own_changes() {
         let fx = fixture();
         let info = create(&fx);
         write(&info.path, "sub/b.txt", "agent bee\n");
@@ -1032,11 +1161,74 @@ mod tests {
         );
         assert_eq!(tip(&fx.repo, "trunk").to_string(), commit);
 
-        assert_eq!(user_side(&fx), before);
-        assert_eq!(read(&fx.workdir, "sub/b.txt"), "bee\n");
+        // The merged file is updated in the checkout; the user's edit and staged file stay.
+        assert_eq!(read(&fx.workdir, "sub/b.txt"), "agent bee\n");
+        assert_eq!(user_side(&fx).0, before.0);
         assert_eq!(read(&fx.workdir, "staged.txt"), "staged\n");
+        assert_eq!(
+            changes(&fx),
+            vec![
+                ("a.txt".to_string(), git2::Status::WT_MODIFIED),
+                ("staged.txt".to_string(), git2::Status::INDEX_NEW),
+            ]
+        );
         // The agent's branch is where it was.
         assert_eq!(tip(&fx.repo, &info.branch).to_string(), theirs);
+    }
+
+    #[test]
+    fn merge_into_a_checked_out_branch_waits_for_the_users_own_changes_to_its_files() {
+        let fx = fixture();
+        let info = create(&fx);
+        write(&info.path, "sub/b.txt", "agent bee\n");
+        write(&info.path, "fresh.txt", "agent\n");
+        fx.wt.checkpoint(&info.path, "agent").unwrap().unwrap();
+        let ours = tip(&fx.repo, "trunk");
+        for (path, text) in [("sub/b.txt", "user bee\n"), ("fresh.txt", "user's own\n")] {
+            write(&fx.workdir, path, text);
+            let before = user_side(&fx);
+            assert_eq!(
+                fx.wt.merge(&info.branch, "trunk", "merge").unwrap(),
+                MergeOutcome::Waiting {
+                    files: vec![path.to_string()]
+                },
+                "{path}"
+            );
+            assert_eq!(tip(&fx.repo, "trunk"), ours, "nothing moved");
+            assert_eq!(user_side(&fx), before);
+            assert_eq!(read(&fx.workdir, path), text);
+            fs::remove_file(fx.workdir.join(path)).unwrap();
+            if path == "sub/b.txt" {
+                write(&fx.workdir, path, "bee\n");
+            }
+        }
+        // Once the user's changes are out of the way, the same merge goes through.
+        assert!(matches!(
+            fx.wt.merge(&info.branch, "trunk", "merge").unwrap(),
+            MergeOutcome::FastForward { .. }
+        ));
+        assert_eq!(read(&fx.workdir, "sub/b.txt"), "agent bee\n");
+        assert_eq!(read(&fx.workdir, "fresh.txt"), "agent\n");
+        assert_eq!(changes(&fx), vec![]);
+    }
+
+    #[test]
+    fn merge_into_a_branch_that_is_not_checked_out_writes_no_file() {
+        let fx = fixture();
+        let info = create(&fx);
+        write(&info.path, "new.txt", "new\n");
+        let commit = fx.wt.checkpoint(&info.path, "work").unwrap().unwrap();
+        fx.repo.set_head("refs/heads/elsewhere").unwrap();
+        let before = user_side(&fx);
+        assert_eq!(
+            fx.wt.merge(&info.branch, "trunk", "merge").unwrap(),
+            MergeOutcome::FastForward {
+                commit: commit.clone()
+            }
+        );
+        assert_eq!(tip(&fx.repo, "trunk").to_string(), commit);
+        assert_eq!(user_side(&fx), before);
+        assert!(!fx.workdir.join("new.txt").exists());
     }
 
     #[test]

@@ -162,6 +162,9 @@ pub fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<()> {
             "warn",
         ])
         .current_dir(&repo)
+        // Memories go into each first message; the hashing embedder keeps that off the
+        // measured path's first-use model load.
+        .env("HEPHAESTUS_EMBEDDER", "hashing")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;

@@ -94,6 +94,37 @@ fn index_of(n: usize, embedder: &HashingEmbedder) -> Result<VectorIndex> {
     Ok(idx)
 }
 
+/// Times `saves` saves of fresh sentences (from `seed` on), then `searches` full searches.
+fn saves_and_searches(
+    memory: &Memory,
+    seed: u64,
+    saves: u64,
+    searches: u64,
+) -> Result<(super::Stats, super::Stats)> {
+    let mut saved = Vec::new();
+    for i in 0..saves {
+        let t = Instant::now();
+        memory.save(NewMemory {
+            content: sentence(seed + i),
+            memory_type: "learning".into(),
+            ..Default::default()
+        })?;
+        saved.push(t.elapsed());
+    }
+    let mut searched = Vec::new();
+    for i in 0..searches {
+        let q = Query {
+            text: sentence(seed + 2_000_000 + i),
+            limit: 5,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        memory.search(&q)?;
+        searched.push(t.elapsed());
+    }
+    Ok((stats(saved), stats(searched)))
+}
+
 pub fn run(dir: &Path) -> Result<()> {
     let embedder = HashingEmbedder::new(DIM);
     let queries: Vec<Vec<f32>> = (0..200u64)
@@ -144,30 +175,10 @@ pub fn run(dir: &Path) -> Result<()> {
     let memory = Memory::open(
         store,
         Arc::new(HashingEmbedder::new(DIM)),
+        Box::new(crate::memory::vectors::Embedded::new()),
         MemorySettings::default(),
     )?;
-    let mut saves = Vec::new();
-    for i in 0..10_000u64 {
-        let t = Instant::now();
-        memory.save(NewMemory {
-            content: sentence(i),
-            memory_type: "learning".into(),
-            ..Default::default()
-        })?;
-        saves.push(t.elapsed());
-    }
-    let mut searches = Vec::new();
-    for i in 0..500u64 {
-        let q = Query {
-            text: sentence(2_000_000 + i),
-            limit: 5,
-            ..Default::default()
-        };
-        let t = Instant::now();
-        memory.search(&q)?;
-        searches.push(t.elapsed());
-    }
-    let (saves, searches) = (stats(saves), stats(searches));
+    let (saves, searches) = saves_and_searches(&memory, 0, 10_000, 500)?;
 
     let set_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/memory_quality.json");
     let quality = crate::memory::quality::load(&set_path).and_then(|set| {
@@ -215,6 +226,83 @@ pub fn run(dir: &Path) -> Result<()> {
             q.mrr
         ),
         Err(e) => println!("| retrieval quality | n/a | | {e:#} |"),
+    }
+    #[cfg(feature = "local-embeddings")]
+    minilm_rows(dir, &set_path)?;
+    Ok(())
+}
+
+/// The same paths with the local model, when its files are in the cache (this never downloads).
+#[cfg(feature = "local-embeddings")]
+fn minilm_rows(dir: &Path, set_path: &Path) -> Result<()> {
+    use crate::memory::minilm;
+    let Some(home) = std::env::var_os("HOME") else {
+        println!("| MiniLM | n/a | | HOME is not set |");
+        return Ok(());
+    };
+    let cache = crate::memory::minilm_cache_dir(Path::new(&home));
+    if !minilm::is_cached(&cache) {
+        println!(
+            "| MiniLM | n/a | | no model in {} (a coordinator fetches it on first start) |",
+            cache.display()
+        );
+        return Ok(());
+    }
+    eprintln!("MiniLM: load, throughput, saves and searches…");
+    let rss_before = rss_mib(std::process::id());
+    let t = Instant::now();
+    let model = Arc::new(minilm::MiniLmEmbedder::load(&cache)?);
+    let load = t.elapsed();
+    let rss_loaded = rss_mib(std::process::id());
+    let texts: Vec<String> = (0..256u64).map(sentence).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let t = Instant::now();
+    model.embed(&refs)?;
+    let batched = refs.len() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for r in &refs[..64] {
+        model.embed(&[r])?;
+    }
+    let single = 64.0 / t.elapsed().as_secs_f64();
+
+    let store = Store::open(&dir.join("memory-bench-minilm.db"))?;
+    let memory = Memory::open(
+        store,
+        model.clone(),
+        Box::new(crate::memory::vectors::Embedded::new()),
+        MemorySettings::default(),
+    )?;
+    let (saves, searches) = saves_and_searches(&memory, 3_000_000, 1_000, 200)?;
+    let quality = crate::memory::quality::load(set_path)
+        .and_then(|set| crate::memory::quality::evaluate(&set, model));
+    let mib = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} MiB"));
+    println!(
+        "| MiniLM: model load (read, sha256, build) | {:.2} s | | RSS {} → {} |",
+        load.as_secs_f64(),
+        mib(rss_before),
+        mib(rss_loaded)
+    );
+    println!(
+        "| MiniLM: embedding throughput | {batched:.0} texts/s batched | {single:.0} texts/s one by one | 12-word texts |"
+    );
+    println!(
+        "| MiniLM: save with duplicate check, up to 1k | {} | {} | embeds the text |",
+        us(saves.p50),
+        us(saves.p99)
+    );
+    println!(
+        "| MiniLM: search_memories path, 1k | {} | {} | embeds the query |",
+        us(searches.p50),
+        us(searches.p99)
+    );
+    match quality {
+        Ok(q) => println!(
+            "| retrieval quality, MiniLM ({} labelled queries) | top-1 {:.0}% | MRR {:.2} | similarity only |",
+            q.queries,
+            q.top1 * 100.0,
+            q.mrr
+        ),
+        Err(e) => println!("| retrieval quality, MiniLM | n/a | | {e:#} |"),
     }
     Ok(())
 }

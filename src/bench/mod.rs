@@ -250,6 +250,8 @@ fn start_coordinator(exe: &Path, project: &Path) -> Result<Coordinator> {
             "warn",
         ])
         .current_dir(project)
+        // The bench measures the tool path; no memory is used, so no model is needed.
+        .env("HEPHAESTUS_EMBEDDER", "hashing")
         .env_remove("HEPHAESTUS_SOCKET")
         .env_remove("HEPHAESTUS_DATA_DIR")
         .stdout(Stdio::null())

@@ -34,6 +34,11 @@ pub struct Health {
     pub memory_embedder: String,
     /// True when memory search runs without a real model (lexical overlap only).
     pub memory_degraded: bool,
+    /// Why memory runs below its configured quality, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_note: Option<String>,
+    /// Where memories are searched: "embedded" or "qdrant at URL".
+    pub memory_backend: String,
     pub memories_indexed: usize,
 }
 
@@ -90,6 +95,8 @@ impl McpSession {
             tasks,
             memory_embedder: self.state.memory.embedder_id().to_string(),
             memory_degraded: self.state.memory.degraded(),
+            memory_note: self.state.memory.note(),
+            memory_backend: self.state.memory.backend(),
             memories_indexed: self.state.memory.indexed(),
         };
         reply(

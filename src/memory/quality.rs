@@ -52,7 +52,12 @@ pub fn evaluate(set: &LabelledSet, embedder: Arc<dyn Embedder>) -> Result<Qualit
         dedup_threshold: 1.01,
         ..Default::default()
     };
-    let memory = Memory::open(store, embedder, settings)?;
+    let memory = Memory::open(
+        store,
+        embedder,
+        Box::new(super::vectors::Embedded::new()),
+        settings,
+    )?;
     let mut ids = std::collections::HashMap::new();
     for m in &set.memories {
         let saved = memory.save(NewMemory {

@@ -145,6 +145,17 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many memories have a vector from `embedder_id` of `dim` dimensions, and how many
+    /// memories there are in all.
+    pub fn count_memory_vectors(&self, embedder_id: &str, dim: usize) -> OpResult<(usize, usize)> {
+        let conn = self.lock();
+        let (with, all): (i64, i64) = conn.prepare_cached(
+            "SELECT COUNT(*) FILTER (WHERE embedder_id = ?1 AND dim = ?2), COUNT(*) FROM memories",
+        )?
+        .query_row(params![embedder_id, dim as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((with as usize, all as usize))
+    }
+
     /// Memories whose vector is missing or from another embedder: (id, content).
     pub fn memories_to_embed(&self, embedder_id: &str, dim: usize) -> OpResult<Vec<(i64, String)>> {
         let conn = self.lock();

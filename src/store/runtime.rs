@@ -79,6 +79,25 @@ impl Store {
         Ok(rows)
     }
 
+    /// Done tasks whose merge waits for the user's checkout, with the agent whose branch holds
+    /// the work, oldest first.
+    pub fn waiting_merges(&self) -> OpResult<Vec<(AgentRuntime, String)>> {
+        let conn = self.lock();
+        let columns = RUNTIME_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {columns}, t.id FROM tasks t JOIN agents a ON a.id = t.assigned_agent_id
+             WHERE t.merge_status = 'waiting' AND a.branch IS NOT NULL ORDER BY t.updated_at"
+        ))?;
+        let rows = stmt
+            .query_map([], |r| Ok((runtime_from_row(r)?, r.get(10)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Every managed agent, terminated or not (for garbage collection).
     pub fn all_managed_agents(&self) -> OpResult<Vec<AgentRuntime>> {
         let conn = self.lock();

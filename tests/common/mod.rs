@@ -24,8 +24,11 @@ pub fn command(project: &Path) -> Command {
             cmd.env_remove(k);
         }
     }
+    // The hashing embedder keeps coordinators fast to start and needs no model download; the
+    // tests that are about an embedder choose theirs with this same variable.
     cmd.current_dir(project)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("HEPHAESTUS_EMBEDDER", "hashing");
     cmd
 }
 
@@ -134,6 +137,17 @@ impl Coordinator {
                 String::from_utf8_lossy(&out.stdout)
             )
         })
+    }
+
+    /// Runs a CLI command against this coordinator and returns what it printed for people.
+    pub fn cli_text(&self, args: &[&str]) -> String {
+        let out = command(&self.project).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "hephaestus {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn cli_raw(&self, args: &[&str]) -> Output {
