@@ -97,8 +97,33 @@ pub struct Host {
     pub claude_config_dir: Option<String>,
     /// The user's own Codex home (`CODEX_HOME`, else `~/.codex`), where their login lives.
     pub codex_home: Option<PathBuf>,
-    /// The user's home, whose `.factory/` holds their Droid login and their own models.
+    /// The user's home, whose `.factory/` holds their Droid login and their own models, and
+    /// whose `.gemini/` holds their Google login for Gemini CLI.
     pub home: Option<PathBuf>,
+    /// How Gemini CLI agents sign in (its `security.auth.selectedType`): Vertex AI when
+    /// `GOOGLE_GENAI_USE_VERTEXAI` is true, an API key when `GEMINI_API_KEY` or
+    /// `GOOGLE_API_KEY` is set, else the user's Google login.
+    pub gemini_auth: GeminiAuth,
+}
+
+/// Gemini CLI's sign-in methods, as its settings name them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GeminiAuth {
+    /// The user's Google account (`~/.gemini/oauth_creds.json`).
+    #[default]
+    GoogleLogin,
+    ApiKey,
+    VertexAi,
+}
+
+impl GeminiAuth {
+    fn setting(self) -> &'static str {
+        match self {
+            GeminiAuth::GoogleLogin => "oauth-personal",
+            GeminiAuth::ApiKey => "gemini-api-key",
+            GeminiAuth::VertexAi => "vertex-ai",
+        }
+    }
 }
 
 impl Host {
@@ -113,6 +138,15 @@ impl Host {
                 .map(PathBuf::from)
                 .or_else(|| var("HOME").map(|h| Path::new(&h).join(".codex"))),
             home: var("HOME").map(PathBuf::from),
+            gemini_auth: if var("GOOGLE_GENAI_USE_VERTEXAI")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+            {
+                GeminiAuth::VertexAi
+            } else if var("GEMINI_API_KEY").is_some() || var("GOOGLE_API_KEY").is_some() {
+                GeminiAuth::ApiKey
+            } else {
+                GeminiAuth::GoogleLogin
+            },
         }
     }
 }
@@ -311,6 +345,9 @@ fn toml_value(value: &toml::Value) -> String {
     }
 }
 
+/// What a Gemini CLI agent shares with the user's own `~/.gemini`: the Google login.
+const GEMINI_SHARED_FILES: &[&str] = &["oauth_creds.json", "google_accounts.json"];
+
 /// What a Droid agent shares with the user's own `~/.factory`: the login in each of the forms
 /// Droid 0.225 keeps it (`auth.v2.*`, `auth.encrypted`, the older `auth.json`), and `config.json`
 /// with the user's own models.
@@ -404,31 +441,41 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
             }
         }
         CliKind::Gemini => {
-            // System-level settings from our own file: nothing is written into the worktree,
-            // where it would be committed with the agent's token.
-            let settings = l.agent_dir.join("gemini-settings.json");
+            // A private Gemini home (`GEMINI_CLI_HOME` moves `~/.gemini` and nothing else) whose
+            // settings hold our server: the worktree's `.gemini/` would be committed with the
+            // token, and Gemini CLI 0.61 ignores a system settings file unless root owns it and
+            // every directory above it.
+            let gemini_home = l.agent_dir.join("gemini-home");
+            let dot_gemini = gemini_home.join(".gemini");
             files.push((
-                settings.clone(),
+                dot_gemini.join("settings.json"),
                 serde_json::to_string_pretty(&json!({
                     "mcpServers": {"hephaestus": {
                         "command": l.exe, "args": ["shim"], "env": shim_env(l), "trust": true
-                    }}
+                    }},
+                    "security": {"auth": {"selectedType": host.gemini_auth.setting()}}
                 }))?,
             ));
-            env.insert(
-                "GEMINI_CLI_SYSTEM_SETTINGS_PATH".into(),
-                settings.display().to_string(),
-            );
+            env.insert("GEMINI_CLI_HOME".into(), gemini_home.display().to_string());
             env.insert("GEMINI_CLI_TRUST_WORKSPACE".into(), "true".into());
             env.insert("GEMINI_SYSTEM_MD".into(), system_file.display().to_string());
             // With `CI` set (a coordinator started by a CI job) Gemini CLI 0.61 skips its
             // terminal UI, finds no prompt on stdin and exits 42.
             env.insert("CI".into(), "false".into());
+            // The user's Google login is shared, not copied, so a token refresh reaches every
+            // agent and the user alike.
+            let links = match &host.home {
+                Some(home) => GEMINI_SHARED_FILES
+                    .iter()
+                    .map(|f| (dot_gemini.join(f), home.join(".gemini").join(f)))
+                    .collect(),
+                None => Vec::new(),
+            };
             LaunchSpec {
                 command: format!("gemini --yolo{}", model("--model")),
                 env,
                 files,
-                links: Vec::new(),
+                links,
                 prompt_in_first_message: false,
             }
         }
@@ -584,6 +631,7 @@ mod tests {
             claude_config_dir: None,
             codex_home: None,
             home: None,
+            gemini_auth: GeminiAuth::GoogleLogin,
         };
         let spec = launch_spec_on(CliKind::Claude, &launch(), &host).unwrap();
         assert_eq!(
@@ -819,7 +867,12 @@ mod tests {
             v["mcp"]["hephaestus"]["environment"]["HEPHAESTUS_AGENT_ID"],
             "a1b2c3d4-0000"
         );
-        let gm = launch_spec(CliKind::Gemini, &launch()).unwrap();
+        let host = Host {
+            home: Some(PathBuf::from("/home/u")),
+            gemini_auth: GeminiAuth::ApiKey,
+            ..Default::default()
+        };
+        let gm = launch_spec_on(CliKind::Gemini, &launch(), &host).unwrap();
         assert!(
             gm.files
                 .iter()
@@ -827,6 +880,45 @@ mod tests {
         );
         assert_eq!(gm.env["GEMINI_CLI_TRUST_WORKSPACE"], "true");
         assert_eq!(gm.env["CI"], "false");
+        assert_eq!(
+            gm.env["GEMINI_CLI_HOME"],
+            "/p/.hephaestus/agents/a1b2c3d4/gemini-home"
+        );
+        let settings: serde_json::Value = serde_json::from_str(file(&gm, "settings.json")).unwrap();
+        assert_eq!(
+            settings["security"]["auth"]["selectedType"],
+            "gemini-api-key"
+        );
+        assert_eq!(
+            settings["mcpServers"]["hephaestus"]["env"]["HEPHAESTUS_AGENT_TOKEN"],
+            "tok'en"
+        );
+        assert!(gm.links.contains(&(
+            PathBuf::from("/p/.hephaestus/agents/a1b2c3d4/gemini-home/.gemini/oauth_creds.json"),
+            PathBuf::from("/home/u/.gemini/oauth_creds.json")
+        )));
+        let env = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            Host::from_env(&env(&[])).gemini_auth,
+            GeminiAuth::GoogleLogin
+        );
+        assert_eq!(
+            Host::from_env(&env(&[("GEMINI_API_KEY", "k")])).gemini_auth,
+            GeminiAuth::ApiKey
+        );
+        assert_eq!(
+            Host::from_env(&env(&[
+                ("GOOGLE_GENAI_USE_VERTEXAI", "true"),
+                ("GOOGLE_API_KEY", "k")
+            ]))
+            .gemini_auth,
+            GeminiAuth::VertexAi
+        );
     }
 
     #[test]

@@ -1,0 +1,317 @@
+//! The real Gemini CLI end to end: the agent manager spawns `gemini` in tmux (`agents.cli =
+//! "gemini"`), Gemini CLI talks to a scripted stand-in for the Gemini API served by this test
+//! (`GOOGLE_GEMINI_BASE_URL`; `streamGenerateContent` streamed as server-sent events, as the real
+//! API streams them), and the model's calls go through our shim to the coordinator: `get_task`,
+//! a file written with Gemini CLI's own `run_shell_command` tool, then `update_task_status` done.
+//! The work is merged into the base branch.
+//!
+//! Needs `gemini` (npm `@google/gemini-cli`): `.ci/run` installs the pinned version into
+//! `target/agent-clis`. Without it the test prints why and passes.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::agent_cli::{self, TmuxServer};
+use common::{Coordinator, git};
+use serde_json::{Value, json};
+
+/// Gemini CLI names an MCP server's tools `mcp_<server>_<tool>`.
+const GET_TASK: &str = "mcp_hephaestus_get_task";
+const UPDATE_STATUS: &str = "mcp_hephaestus_update_task_status";
+const SHELL: &str = "run_shell_command";
+const SUMMARY: &str = "gemini stand-in finished";
+const NOTE_FILE: &str = "GEMINI_WAS_HERE.md";
+const NOTE_TEXT: &str =
+    "Written by the run_shell_command tool of Gemini CLI, scripted by the stand-in.";
+const MODEL: &str = "gemini-stand-in-pro";
+const API_KEY: &str = "stand-in-gemini-key-0123456789";
+
+/// What the stand-in saw: each request's path and key, and each function result that came back.
+#[derive(Default)]
+struct Seen {
+    requests: Vec<(String, Option<String>)>,
+    results: Vec<(String, String)>,
+}
+
+/// The script. The conversation is the state: the next step follows from the last function the
+/// "model" called, so a retried request gets the same answer.
+fn script(request: &Value) -> Value {
+    let offered: Vec<&str> = request["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["functionDeclarations"].as_array().into_iter().flatten())
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    if !offered.contains(&GET_TASK) {
+        return text("I have no Hephaestus tools.");
+    }
+    let last_call = request["contents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["parts"].as_array().into_iter().flatten())
+        .filter_map(|p| p["functionCall"]["name"].as_str())
+        .next_back();
+    match last_call {
+        None => call(GET_TASK, json!({})),
+        Some(GET_TASK) => call(
+            SHELL,
+            json!({
+                "command": format!("printf '%s\\n' '{NOTE_TEXT}' > {NOTE_FILE}"),
+                "description": "leave a note for the team"
+            }),
+        ),
+        Some(SHELL) => call(UPDATE_STATUS, json!({"status": "done", "summary": SUMMARY})),
+        Some(_) => text("The task is done and reported."),
+    }
+}
+
+fn candidate(parts: Value) -> Value {
+    json!({
+        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 10, "totalTokenCount": 110},
+        "modelVersion": MODEL
+    })
+}
+
+fn call(name: &str, args: Value) -> Value {
+    candidate(json!([{"functionCall": {"name": name, "args": args}}]))
+}
+
+fn text(t: &str) -> Value {
+    candidate(json!([{"text": t}]))
+}
+
+/// Serves `/v1beta/models/<model>:streamGenerateContent?alt=sse` with the script, and
+/// `:generateContent` (Gemini CLI's side questions, such as who speaks next) with a plain
+/// "the user".
+fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                while let Ok(Some(req)) = agent_cli::read_request(&mut reader) {
+                    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                    {
+                        let mut seen = seen.lock().unwrap();
+                        seen.requests
+                            .push((req.path.clone(), req.headers.get("x-goog-api-key").cloned()));
+                        for part in body["contents"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .flat_map(|c| c["parts"].as_array().into_iter().flatten())
+                        {
+                            if let Some(name) = part["functionResponse"]["name"].as_str() {
+                                let result = part["functionResponse"]["response"].to_string();
+                                if !seen.results.iter().any(|r| r.0 == name && r.1 == result) {
+                                    seen.results.push((name.to_string(), result));
+                                }
+                            }
+                        }
+                    }
+                    let written = if req.path.contains(":streamGenerateContent") {
+                        let event = format!("data: {}\r\n\r\n", script(&body));
+                        write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{event}",
+                            event.len()
+                        )
+                    } else if req.path.contains(":generateContent") {
+                        let answer =
+                            text(r#"{"reasoning": "the model answered", "next_speaker": "user"}"#)
+                                .to_string();
+                        write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        )
+                    } else {
+                        let e = r#"{"error": {"code": 404, "message": "not in the stand-in"}}"#;
+                        write!(
+                            out,
+                            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{e}",
+                            e.len()
+                        )
+                    };
+                    if written.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// On a failure: what Gemini CLI asked, what its terminal shows, what the coordinator logged.
+struct OnFailure<'a> {
+    seen: Arc<Mutex<Seen>>,
+    tmux: &'a TmuxServer,
+    coord: &'a Coordinator,
+}
+
+impl Drop for OnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let seen = self.seen.lock().unwrap();
+            eprintln!("--- requests to the Gemini API stand-in ---");
+            for (path, _) in &seen.requests {
+                eprintln!("{path}");
+            }
+            eprintln!("--- function results ---\n{:?}", seen.results);
+            eprintln!("{}", self.tmux.panes());
+            agent_cli::print_coordinator_tail(self.coord);
+        }
+    }
+}
+
+#[test]
+fn gemini_reads_its_task_and_reports_it_done_through_the_shim() {
+    let Some(gemini) = agent_cli::find_cli("gemini") else {
+        eprintln!(
+            "skipped: Gemini CLI is not installed (not on PATH, not in target/agent-clis); .ci/run installs it"
+        );
+        return;
+    };
+    let version = Command::new(&gemini).arg("--version").output().unwrap();
+    assert!(
+        version.status.success(),
+        "{} --version failed: {}",
+        gemini.display(),
+        String::from_utf8_lossy(&version.stderr)
+    );
+    eprintln!(
+        "using {} ({})",
+        gemini.display(),
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = stand_in(seen.clone());
+    let dir = common::project();
+    // A fresh HOME: nothing of the developer's own Gemini CLI set-up is read. The API key in
+    // the environment is all an API user has, and makes the agents sign in with it.
+    let home = tempfile::tempdir().unwrap();
+    git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
+    std::fs::write(dir.path().join("README.md"), "demo\n").unwrap();
+    std::fs::write(
+        dir.path().join(".gitignore"),
+        ".hephaestus/\nserve.stderr\n",
+    )
+    .unwrap();
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "initial"]);
+    let worktrees = dir.path().with_extension("worktrees");
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        format!(
+            "[agents]\ncli = \"gemini\"\nmodel = \"{MODEL}\"\nworktrees_dir = \"{}\"\nready_timeout_secs = 60\n",
+            worktrees.display()
+        ),
+    )
+    .unwrap();
+
+    let home_dir = home.path().display().to_string();
+    // Node needs `node` on PATH too: the pinned install puts both in one dir.
+    let coord = agent_cli::start_coordinator(
+        dir.path(),
+        gemini.parent().unwrap(),
+        &["GEMINI_", "GOOGLE_", "XDG_"],
+        &[
+            ("HOME", home_dir.as_str()),
+            ("GEMINI_API_KEY", API_KEY),
+            ("GOOGLE_GEMINI_BASE_URL", url.as_str()),
+        ],
+    );
+    let tmux = TmuxServer::of(&coord);
+    let _on_failure = OnFailure {
+        seen: seen.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+
+    let id = coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team in GEMINI_WAS_HERE.md",
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let task = loop {
+        let t = coord.cli(&["task", "show", &id]);
+        if t["status"] == "failed" {
+            panic!("the task failed: {}", t["failure_reason"]);
+        }
+        if t["status"] == "done" && t["merge_status"] == "merged" {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the task to be done and merged: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+
+    // The summary is the one the stand-in "model" chose, sent by Gemini CLI through the shim.
+    assert_eq!(task["summary"], SUMMARY, "{task}");
+    let seen = seen.lock().unwrap();
+    let get_task = seen
+        .results
+        .iter()
+        .find(|(n, _)| n == GET_TASK)
+        .unwrap_or_else(|| panic!("no get_task result reached the model: {:?}", seen.results));
+    assert!(
+        get_task.1.contains(&id),
+        "get_task did not return this task: {}",
+        get_task.1
+    );
+    assert!(
+        seen.results.iter().any(|(n, _)| n == UPDATE_STATUS),
+        "no update_task_status result reached the model: {:?}",
+        seen.results
+    );
+    // Every model request carried the user's key.
+    assert!(!seen.requests.is_empty());
+    for (path, key) in &seen.requests {
+        assert_eq!(key.as_deref(), Some(API_KEY), "{path}");
+    }
+    // Gemini CLI's own shell tool made the work; the manager committed and merged it.
+    assert_eq!(
+        git(dir.path(), &["show", &format!("trunk:{NOTE_FILE}")]),
+        format!("{NOTE_TEXT}\n")
+    );
+    let tree = git(dir.path(), &["ls-tree", "-r", "--name-only", "trunk"]);
+    assert!(
+        !tree.contains("settings.json"),
+        "agent configuration was committed: {tree}"
+    );
+    let kinds = agent_cli::agent_event_kinds(dir.path());
+    for kind in [
+        "created",
+        "connected",
+        "prompt_sent",
+        "prompt_delivered",
+        "terminated",
+        "merged",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} event: {kinds:?}"
+        );
+    }
+}
