@@ -164,7 +164,8 @@ struct OnFailure<'a> {
 impl Drop for OnFailure<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let seen = self.seen.lock().unwrap();
+            // The test may have panicked holding the lock.
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             eprintln!("--- requests to the Gemini API stand-in ---");
             for (path, _) in &seen.requests {
                 eprintln!("{path}");

@@ -1,0 +1,323 @@
+//! The real OpenCode end to end: the agent manager spawns `opencode` in tmux (`agents.cli =
+//! "opencode"`), OpenCode talks to a scripted stand-in for an OpenAI-compatible Chat Completions
+//! API served by this test (a provider in the user's own `opencode.json`, streamed as
+//! server-sent `chat.completion.chunk` events ending in `[DONE]`), and the model's calls go
+//! through our shim to the coordinator: `get_task`, a file written with OpenCode's own `bash`
+//! tool, then `update_task_status` done. The work is merged into the base branch.
+//!
+//! Needs `opencode` (npm `opencode-ai`): `.ci/run` installs the pinned version into
+//! `target/agent-clis`. Without it the test prints why and passes.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::agent_cli::{self, TmuxServer};
+use common::{Coordinator, git};
+use serde_json::{Value, json};
+
+/// OpenCode names an MCP server's tools `<server>_<tool>`.
+const GET_TASK: &str = "hephaestus_get_task";
+const UPDATE_STATUS: &str = "hephaestus_update_task_status";
+const SHELL: &str = "bash";
+const SUMMARY: &str = "opencode stand-in finished";
+const NOTE_FILE: &str = "OPENCODE_WAS_HERE.md";
+const NOTE_TEXT: &str = "Written by the bash tool of OpenCode, scripted by the stand-in.";
+const API_KEY: &str = "sk-stand-in-opencode-0123456789";
+
+/// What the stand-in saw: each request's bearer key, and each tool result that came back.
+#[derive(Default)]
+struct Seen {
+    requests: Vec<(String, Option<String>)>,
+    results: Vec<(String, String)>,
+}
+
+/// The script. The conversation is the state: the next step follows from the last tool the
+/// "model" called, so a retried request gets the same answer.
+fn script(request: &Value) -> Value {
+    let offered: Vec<&str> = request["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    if !offered.contains(&GET_TASK) {
+        // OpenCode's side requests (the session title) offer no tools.
+        return json!({"content": "A note for the team"});
+    }
+    let last_call = request["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["tool_calls"].as_array().into_iter().flatten())
+        .filter_map(|c| c["function"]["name"].as_str())
+        .next_back();
+    match last_call {
+        None => call(GET_TASK, json!({})),
+        Some(GET_TASK) => call(
+            SHELL,
+            json!({
+                "command": format!("printf '%s\\n' '{NOTE_TEXT}' > {NOTE_FILE}"),
+                "description": "Leave a note for the team"
+            }),
+        ),
+        Some(SHELL) => call(UPDATE_STATUS, json!({"status": "done", "summary": SUMMARY})),
+        Some(_) => json!({"content": "The task is done and reported."}),
+    }
+}
+
+fn call(name: &str, args: Value) -> Value {
+    json!({"tool_calls": [{"index": 0, "id": format!("call_{name}"), "type": "function",
+        "function": {"name": name, "arguments": args.to_string()}}]})
+}
+
+/// The streamed answer: the delta, then the finish reason and usage, then `[DONE]`.
+fn stream(delta: Value) -> String {
+    let finish = if delta.get("tool_calls").is_some() {
+        "tool_calls"
+    } else {
+        "stop"
+    };
+    let mut delta = delta;
+    delta["role"] = json!("assistant");
+    let chunk = |choice: Value, usage: Value| {
+        json!({"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": 1,
+               "model": "stand-in", "choices": [choice], "usage": usage})
+    };
+    format!(
+        "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+        chunk(
+            json!({"index": 0, "delta": delta, "finish_reason": null}),
+            Value::Null
+        ),
+        chunk(
+            json!({"index": 0, "delta": {}, "finish_reason": finish}),
+            json!({"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110})
+        )
+    )
+}
+
+/// Serves `POST /v1/chat/completions` with the script.
+fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream_ in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream_.try_clone().unwrap());
+                let mut out = stream_;
+                while let Ok(Some(req)) = agent_cli::read_request(&mut reader) {
+                    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                    {
+                        let mut seen = seen.lock().unwrap();
+                        seen.requests
+                            .push((req.path.clone(), req.headers.get("authorization").cloned()));
+                        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+                        for m in &messages {
+                            if m["role"] != "tool" {
+                                continue;
+                            }
+                            // The result's tool is named by the call it answers.
+                            let id = m["tool_call_id"].as_str().unwrap_or_default();
+                            let name = id.strip_prefix("call_").unwrap_or(id).to_string();
+                            let result = m["content"].to_string();
+                            if !seen.results.iter().any(|r| r.0 == name && r.1 == result) {
+                                seen.results.push((name, result));
+                            }
+                        }
+                    }
+                    let written = if req.path.ends_with("/chat/completions") {
+                        let events = stream(script(&body));
+                        write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{events}",
+                            events.len()
+                        )
+                    } else {
+                        let e = r#"{"error": {"message": "not in the stand-in"}}"#;
+                        write!(
+                            out,
+                            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{e}",
+                            e.len()
+                        )
+                    };
+                    if written.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// On a failure: what OpenCode asked, what its terminal shows, what the coordinator logged.
+struct OnFailure<'a> {
+    seen: Arc<Mutex<Seen>>,
+    tmux: &'a TmuxServer,
+    coord: &'a Coordinator,
+}
+
+impl Drop for OnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test may have panicked holding the lock.
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("--- requests to the Chat Completions stand-in ---");
+            for (path, _) in &seen.requests {
+                eprintln!("{path}");
+            }
+            eprintln!("--- tool results ---\n{:?}", seen.results);
+            eprintln!("{}", self.tmux.panes());
+            agent_cli::print_coordinator_tail(self.coord);
+        }
+    }
+}
+
+#[test]
+fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
+    let Some(opencode) = agent_cli::find_cli("opencode") else {
+        eprintln!(
+            "skipped: OpenCode is not installed (not on PATH, not in target/agent-clis); .ci/run installs it"
+        );
+        return;
+    };
+    let version = Command::new(&opencode).arg("--version").output().unwrap();
+    assert!(
+        version.status.success(),
+        "{} --version failed: {}",
+        opencode.display(),
+        String::from_utf8_lossy(&version.stderr)
+    );
+    eprintln!(
+        "using {} ({})",
+        opencode.display(),
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = stand_in(seen.clone());
+    let dir = common::project();
+    // A fresh HOME whose global OpenCode config has what a user of their own endpoint has: a
+    // provider. The agents' config adds only our server to it.
+    let home = tempfile::tempdir().unwrap();
+    let config_dir = home.path().join(".config/opencode");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("opencode.json"),
+        json!({"$schema": "https://opencode.ai/config.json", "provider": {"standin": {
+            "npm": "@ai-sdk/openai-compatible", "name": "stand-in",
+            "options": {"baseURL": url, "apiKey": API_KEY},
+            "models": {"stand-in-model": {"name": "stand-in model"}}
+        }}})
+        .to_string(),
+    )
+    .unwrap();
+    git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
+    std::fs::write(dir.path().join("README.md"), "demo\n").unwrap();
+    std::fs::write(
+        dir.path().join(".gitignore"),
+        ".hephaestus/\nserve.stderr\n",
+    )
+    .unwrap();
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "initial"]);
+    let worktrees = dir.path().with_extension("worktrees");
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        format!(
+            "[agents]\ncli = \"opencode\"\nmodel = \"standin/stand-in-model\"\nworktrees_dir = \"{}\"\nready_timeout_secs = 60\n",
+            worktrees.display()
+        ),
+    )
+    .unwrap();
+
+    let home_dir = home.path().display().to_string();
+    let coord = agent_cli::start_coordinator(
+        dir.path(),
+        opencode.parent().unwrap(),
+        &["OPENCODE", "OPENAI_", "XDG_"],
+        &[("HOME", home_dir.as_str())],
+    );
+    let tmux = TmuxServer::of(&coord);
+    let _on_failure = OnFailure {
+        seen: seen.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+
+    let id = coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team in OPENCODE_WAS_HERE.md",
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let task = loop {
+        let t = coord.cli(&["task", "show", &id]);
+        if t["status"] == "failed" {
+            panic!("the task failed: {}", t["failure_reason"]);
+        }
+        if t["status"] == "done" && t["merge_status"] == "merged" {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the task to be done and merged: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+
+    // The summary is the one the stand-in "model" chose, sent by OpenCode through the shim.
+    assert_eq!(task["summary"], SUMMARY, "{task}");
+    let seen = seen.lock().unwrap();
+    let get_task = seen
+        .results
+        .iter()
+        .find(|(n, _)| n == GET_TASK)
+        .unwrap_or_else(|| panic!("no get_task result reached the model: {:?}", seen.results));
+    assert!(
+        get_task.1.contains(&id),
+        "get_task did not return this task: {}",
+        get_task.1
+    );
+    // (The result of update_task_status may never reach the model: the session ends as soon as
+    // the task is done, and the summary above already came through that call.)
+    // Every model request carried the key from the user's own provider config.
+    assert!(!seen.requests.is_empty());
+    for (path, key) in &seen.requests {
+        assert_eq!(
+            key.as_deref(),
+            Some(format!("Bearer {API_KEY}").as_str()),
+            "{path}"
+        );
+    }
+    // OpenCode's own shell tool made the work; the manager committed and merged it.
+    assert_eq!(
+        git(dir.path(), &["show", &format!("trunk:{NOTE_FILE}")]),
+        format!("{NOTE_TEXT}\n")
+    );
+    let kinds = agent_cli::agent_event_kinds(dir.path());
+    for kind in [
+        "created",
+        "connected",
+        "prompt_sent",
+        "prompt_delivered",
+        "terminated",
+        "merged",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} event: {kinds:?}"
+        );
+    }
+}
