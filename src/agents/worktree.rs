@@ -630,26 +630,34 @@ fn update_checkout(
             }
         }
     }
-    let mut options = git2::StatusOptions::new();
-    options
-        .include_untracked(true)
-        .recurse_untracked_dirs(true)
-        .exclude_submodules(true);
-    let statuses = repo
-        .statuses(Some(&mut options))
-        .with_context(|| format!("reading the status of {}", workdir.display()))?;
     let mut in_the_way = Vec::new();
-    if repo.state() != git2::RepositoryState::Clean {
+    if repo.state() != git2::RepositoryState::Clean || repo.index().is_ok_and(|i| i.has_conflicts())
+    {
         in_the_way.push(format!(
             "{} (a git operation is in progress)",
             workdir.display()
         ));
     }
+    if changed.is_empty() {
+        return Ok((!in_the_way.is_empty()).then_some(in_the_way));
+    }
+    // Only the merge's own paths are looked at: a status of the whole tree costs tens of
+    // milliseconds on a few thousand files, and changes to other paths stay as they are.
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .exclude_submodules(true)
+        .disable_pathspec_match(true);
+    for path in &changed {
+        options.pathspec(path);
+    }
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .with_context(|| format!("reading the status of {}", workdir.display()))?;
     for entry in statuses.iter() {
         let Ok(path) = entry.path() else { continue };
-        let status = entry.status();
-        // Changes of the user's own to other paths, staged or not, stay as they are.
-        if status.is_conflicted() || (!status.is_ignored() && changed.contains(path)) {
+        if !entry.status().is_ignored() && changed.contains(path) {
             in_the_way.push(path.to_string());
         }
     }
@@ -666,9 +674,6 @@ fn update_checkout(
         in_the_way.sort();
         in_the_way.dedup();
         return Ok(Some(in_the_way));
-    }
-    if changed.is_empty() {
-        return Ok(None);
     }
     let mut checkout = git2::build::CheckoutBuilder::new();
     checkout.safe();
