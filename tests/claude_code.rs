@@ -12,7 +12,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -437,47 +436,14 @@ impl Drop for OnFailure<'_> {
 
 #[test]
 fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
-    let Some(claude) = agent_cli::find_cli("claude") else {
-        eprintln!(
-            "skipped: Claude Code is not installed (not on PATH, not in target/agent-clis); .ci/run installs it"
-        );
+    let Some(claude) = agent_cli::pinned_cli_or_skip("claude", "Claude Code") else {
         return;
     };
-    let version = Command::new(&claude).arg("--version").output().unwrap();
-    assert!(
-        version.status.success(),
-        "{} --version failed: {}",
-        claude.display(),
-        String::from_utf8_lossy(&version.stderr)
-    );
-    eprintln!(
-        "using {} ({})",
-        claude.display(),
-        String::from_utf8_lossy(&version.stdout).trim()
-    );
     let started = Instant::now();
 
     let stand_in = StandIn::start();
-    let dir = common::project();
+    let dir = agent_cli::agent_project("cli = \"claude\"", "");
     let home = tempfile::tempdir().unwrap();
-    git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
-    std::fs::write(dir.path().join("README.md"), "demo\n").unwrap();
-    std::fs::write(
-        dir.path().join(".gitignore"),
-        ".hephaestus/\nserve.stderr\n",
-    )
-    .unwrap();
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "initial"]);
-    let worktrees = dir.path().with_extension("worktrees");
-    std::fs::write(
-        dir.path().join("hephaestus.toml"),
-        format!(
-            "[agents]\ncli = \"claude\"\nworktrees_dir = \"{}\"\nready_timeout_secs = 60\n",
-            worktrees.display()
-        ),
-    )
-    .unwrap();
 
     // A fresh HOME (nothing of the developer's own Claude Code set-up is read), the stand-in's
     // URL and a key.
@@ -504,31 +470,8 @@ fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
         coord: &coord,
     };
 
-    let id = coord.cli(&[
-        "task",
-        "create",
-        "Leave a note for the team in CLAUDE_WAS_HERE.md",
-        "--done",
-        "the note is committed",
-    ])["task"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let task = loop {
-        let t = coord.cli(&["task", "show", &id]);
-        if t["status"] == "failed" {
-            panic!("the task failed: {}", t["failure_reason"]);
-        }
-        if t["status"] == "done" && t["merge_status"] == "merged" {
-            break t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the task to be done and merged: {t}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let task = agent_cli::run_task(&coord, "Leave a note for the team in CLAUDE_WAS_HERE.md");
+    let id = task["id"].as_str().unwrap().to_string();
 
     // The summary is the one the stand-in "model" chose, sent by Claude Code through the shim.
     assert_eq!(task["summary"], SUMMARY, "{task}");

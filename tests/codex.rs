@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::agent_cli::{self, TmuxServer};
@@ -87,57 +86,16 @@ impl Drop for OnFailure<'_> {
 
 #[test]
 fn codex_reads_its_task_and_reports_it_done_through_the_shim() {
-    let Some(codex) = agent_cli::find_cli("codex") else {
-        eprintln!(
-            "skipped: Codex CLI is not installed (not on PATH, not in target/agent-clis); .ci/run installs it"
-        );
+    let Some(codex) = agent_cli::pinned_cli_or_skip("codex", "Codex CLI") else {
         return;
     };
-    let version = Command::new(&codex).arg("--version").output().unwrap();
-    assert!(
-        version.status.success(),
-        "{} --version failed: {}",
-        codex.display(),
-        String::from_utf8_lossy(&version.stderr)
-    );
-    eprintln!(
-        "using {} ({})",
-        codex.display(),
-        String::from_utf8_lossy(&version.stdout).trim()
-    );
     let started = Instant::now();
 
     let stand_in = StandIn::start(script);
-    let dir = common::project();
-    // A fresh HOME: nothing of the developer's own Codex set-up is read, except the login the
-    // agents must share.
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
-    std::fs::write(
-        home.path().join(".codex/auth.json"),
-        json!({"auth_mode": "apikey", "OPENAI_API_KEY": API_KEY}).to_string(),
-    )
-    .unwrap();
-    git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
-    std::fs::write(dir.path().join("README.md"), "demo\n").unwrap();
-    std::fs::write(
-        dir.path().join(".gitignore"),
-        ".hephaestus/\nserve.stderr\n",
-    )
-    .unwrap();
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "initial"]);
-    // The worktrees' path has a dot in it, as real ones (`~/.local/share`) do.
-    let worktrees = dir.path().with_extension("worktrees");
-    std::fs::write(
-        dir.path().join("hephaestus.toml"),
-        format!(
-            r#"[agents]
-cli = "codex"
-model = "stand-in-model"
-worktrees_dir = "{}"
-ready_timeout_secs = 60
-
+    let dir = agent_cli::agent_project(
+        "cli = \"codex\"\nmodel = \"stand-in-model\"",
+        &format!(
+            r#"
 [agents.codex_config]
 model_provider = "standin"
 
@@ -148,9 +106,16 @@ wire_api = "responses"
 # Send the user's login from auth.json, as the OpenAI provider does.
 requires_openai_auth = true
 "#,
-            worktrees.display(),
             stand_in.url
         ),
+    );
+    // A fresh HOME: nothing of the developer's own Codex set-up is read, except the login the
+    // agents must share.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+    std::fs::write(
+        home.path().join(".codex/auth.json"),
+        json!({"auth_mode": "apikey", "OPENAI_API_KEY": API_KEY}).to_string(),
     )
     .unwrap();
 
@@ -168,31 +133,8 @@ requires_openai_auth = true
         coord: &coord,
     };
 
-    let id = coord.cli(&[
-        "task",
-        "create",
-        "Leave a note for the team in CODEX_WAS_HERE.md",
-        "--done",
-        "the note is committed",
-    ])["task"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let task = loop {
-        let t = coord.cli(&["task", "show", &id]);
-        if t["status"] == "failed" {
-            panic!("the task failed: {}", t["failure_reason"]);
-        }
-        if t["status"] == "done" && t["merge_status"] == "merged" {
-            break t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the task to be done and merged: {t}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let task = agent_cli::run_task(&coord, "Leave a note for the team in CODEX_WAS_HERE.md");
+    let id = task["id"].as_str().unwrap().to_string();
 
     // The summary is the one the stand-in "model" chose, sent by Codex through the shim.
     assert_eq!(task["summary"], SUMMARY, "{task}");

@@ -12,9 +12,7 @@ mod common;
 
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::agent_cli::{self, TmuxServer};
 use common::{Coordinator, git};
@@ -181,28 +179,14 @@ impl Drop for OnFailure<'_> {
 
 #[test]
 fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
-    let Some(opencode) = agent_cli::find_cli("opencode") else {
-        eprintln!(
-            "skipped: OpenCode is not installed (not on PATH, not in target/agent-clis); .ci/run installs it"
-        );
+    let Some(opencode) = agent_cli::pinned_cli_or_skip("opencode", "OpenCode") else {
         return;
     };
-    let version = Command::new(&opencode).arg("--version").output().unwrap();
-    assert!(
-        version.status.success(),
-        "{} --version failed: {}",
-        opencode.display(),
-        String::from_utf8_lossy(&version.stderr)
-    );
-    eprintln!(
-        "using {} ({})",
-        opencode.display(),
-        String::from_utf8_lossy(&version.stdout).trim()
-    );
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let url = stand_in(seen.clone());
-    let dir = common::project();
+    let dir =
+        agent_cli::agent_project("cli = \"opencode\"\nmodel = \"standin/stand-in-model\"", "");
     // A fresh HOME whose global OpenCode config has what a user of their own endpoint has: a
     // provider. The agents' config adds only our server to it.
     let home = tempfile::tempdir().unwrap();
@@ -216,24 +200,6 @@ fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
             "models": {"stand-in-model": {"name": "stand-in model"}}
         }}})
         .to_string(),
-    )
-    .unwrap();
-    git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
-    std::fs::write(dir.path().join("README.md"), "demo\n").unwrap();
-    std::fs::write(
-        dir.path().join(".gitignore"),
-        ".hephaestus/\nserve.stderr\n",
-    )
-    .unwrap();
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "initial"]);
-    let worktrees = dir.path().with_extension("worktrees");
-    std::fs::write(
-        dir.path().join("hephaestus.toml"),
-        format!(
-            "[agents]\ncli = \"opencode\"\nmodel = \"standin/stand-in-model\"\nworktrees_dir = \"{}\"\nready_timeout_secs = 60\n",
-            worktrees.display()
-        ),
     )
     .unwrap();
 
@@ -251,31 +217,8 @@ fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
         coord: &coord,
     };
 
-    let id = coord.cli(&[
-        "task",
-        "create",
-        "Leave a note for the team in OPENCODE_WAS_HERE.md",
-        "--done",
-        "the note is committed",
-    ])["task"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let task = loop {
-        let t = coord.cli(&["task", "show", &id]);
-        if t["status"] == "failed" {
-            panic!("the task failed: {}", t["failure_reason"]);
-        }
-        if t["status"] == "done" && t["merge_status"] == "merged" {
-            break t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the task to be done and merged: {t}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let task = agent_cli::run_task(&coord, "Leave a note for the team in OPENCODE_WAS_HERE.md");
+    let id = task["id"].as_str().unwrap().to_string();
 
     // The summary is the one the stand-in "model" chose, sent by OpenCode through the shim.
     assert_eq!(task["summary"], SUMMARY, "{task}");

@@ -227,3 +227,83 @@ pub fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option
         body,
     }))
 }
+
+/// The pinned CLI `name` (see `find_cli`), checked to run; `None`, with the reason printed,
+/// when it is not installed (the test then passes without running). `label` names it for people.
+pub fn pinned_cli_or_skip(name: &str, label: &str) -> Option<PathBuf> {
+    let Some(cli) = find_cli(name) else {
+        eprintln!(
+            "skipped: {label} is not installed (not on PATH, not in target/agent-clis); .ci/run installs it"
+        );
+        return None;
+    };
+    let version = Command::new(&cli).arg("--version").output().unwrap();
+    assert!(
+        version.status.success(),
+        "{} --version failed: {}",
+        cli.display(),
+        String::from_utf8_lossy(&version.stderr)
+    );
+    eprintln!(
+        "using {} ({})",
+        cli.display(),
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+    Some(cli)
+}
+
+/// A project on branch `trunk` with one commit, whose `hephaestus.toml` holds `[agents]` with
+/// `agents_keys` (the CLI, its model, ...), worktrees beside it (at a path with a dot in it, as
+/// real ones under `~/.local/share` have) and a 60 s connect timeout, then `tables`.
+pub fn agent_project(agents_keys: &str, tables: &str) -> tempfile::TempDir {
+    let dir = super::project();
+    super::git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
+    std::fs::write(dir.path().join("README.md"), "demo\n").unwrap();
+    std::fs::write(
+        dir.path().join(".gitignore"),
+        ".hephaestus/\nserve.stderr\n",
+    )
+    .unwrap();
+    super::git(dir.path(), &["add", "."]);
+    super::git(dir.path(), &["commit", "-q", "-m", "initial"]);
+    let worktrees = dir.path().with_extension("worktrees");
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        format!(
+            "[agents]\n{agents_keys}\nworktrees_dir = \"{}\"\nready_timeout_secs = 60\n{tables}",
+            worktrees.display()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// Queues a task through the CLI and waits (up to 240 s) until it is done and merged; a task
+/// that fails ends the test with its reason. Returns the task.
+pub fn run_task(coord: &Coordinator, description: &str) -> serde_json::Value {
+    let id = coord.cli(&[
+        "task",
+        "create",
+        description,
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let t = coord.cli(&["task", "show", &id]);
+        if t["status"] == "failed" {
+            panic!("the task failed: {}", t["failure_reason"]);
+        }
+        if t["status"] == "done" && t["merge_status"] == "merged" {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the task to be done and merged: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
