@@ -10,12 +10,10 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use common::agent_cli::{self, TmuxServer};
-use common::{Coordinator, git};
+use common::agent_cli::{self, OnFailure, Reply, Seen, TmuxServer};
+use common::git;
 use serde_json::{Value, json};
 
 /// Gemini CLI names an MCP server's tools `mcp_<server>_<tool>`.
@@ -28,13 +26,6 @@ const NOTE_TEXT: &str =
     "Written by the run_shell_command tool of Gemini CLI, scripted by the stand-in.";
 const MODEL: &str = "gemini-stand-in-pro";
 const API_KEY: &str = "stand-in-gemini-key-0123456789";
-
-/// What the stand-in saw: each request's path and key, and each function result that came back.
-#[derive(Default)]
-struct Seen {
-    requests: Vec<(String, Option<String>)>,
-    results: Vec<(String, String)>,
-}
 
 /// The script. The conversation is the state: the next step follows from the last function the
 /// "model" called, so a retried request gets the same answer.
@@ -90,89 +81,33 @@ fn text(t: &str) -> Value {
 /// `:generateContent` (Gemini CLI's side questions, such as who speaks next) with a plain
 /// "the user".
 fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut out = stream;
-                while let Ok(Some(req)) = agent_cli::read_request(&mut reader) {
-                    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-                    {
-                        let mut seen = seen.lock().unwrap();
-                        seen.requests
-                            .push((req.path.clone(), req.headers.get("x-goog-api-key").cloned()));
-                        for part in body["contents"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .flat_map(|c| c["parts"].as_array().into_iter().flatten())
-                        {
-                            if let Some(name) = part["functionResponse"]["name"].as_str() {
-                                let result = part["functionResponse"]["response"].to_string();
-                                if !seen.results.iter().any(|r| r.0 == name && r.1 == result) {
-                                    seen.results.push((name.to_string(), result));
-                                }
-                            }
-                        }
-                    }
-                    let written = if req.path.contains(":streamGenerateContent") {
-                        let event = format!("data: {}\r\n\r\n", script(&body));
-                        write!(
-                            out,
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{event}",
-                            event.len()
-                        )
-                    } else if req.path.contains(":generateContent") {
-                        let answer =
-                            text(r#"{"reasoning": "the model answered", "next_speaker": "user"}"#)
-                                .to_string();
-                        write!(
-                            out,
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                            answer.len()
-                        )
-                    } else {
-                        let e = r#"{"error": {"code": 404, "message": "not in the stand-in"}}"#;
-                        write!(
-                            out,
-                            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{e}",
-                            e.len()
-                        )
-                    };
-                    if written.is_err() {
-                        return;
-                    }
+    agent_cli::serve(move |req| {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        {
+            let mut seen = seen.lock().unwrap();
+            seen.requests
+                .push((req.path.clone(), req.headers.get("x-goog-api-key").cloned()));
+            for part in body["contents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["parts"].as_array().into_iter().flatten())
+            {
+                if let Some(name) = part["functionResponse"]["name"].as_str() {
+                    seen.result(name, part["functionResponse"]["response"].to_string());
                 }
-            });
-        }
-    });
-    url
-}
-
-/// On a failure: what Gemini CLI asked, what its terminal shows, what the coordinator logged.
-struct OnFailure<'a> {
-    seen: Arc<Mutex<Seen>>,
-    tmux: &'a TmuxServer,
-    coord: &'a Coordinator,
-}
-
-impl Drop for OnFailure<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // The test may have panicked holding the lock.
-            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!("--- requests to the Gemini API stand-in ---");
-            for (path, _) in &seen.requests {
-                eprintln!("{path}");
             }
-            eprintln!("--- function results ---\n{:?}", seen.results);
-            eprintln!("{}", self.tmux.panes());
-            agent_cli::print_coordinator_tail(self.coord);
         }
-    }
+        if req.path.contains(":streamGenerateContent") {
+            Reply::events(format!("data: {}\r\n\r\n", script(&body)))
+        } else if req.path.contains(":generateContent") {
+            let who = r#"{"reasoning": "the model answered", "next_speaker": "user"}"#;
+            Reply::json(200, text(who).to_string())
+        } else {
+            let e = r#"{"error": {"code": 404, "message": "not in the stand-in"}}"#;
+            Reply::json(404, e.to_string())
+        }
+    })
 }
 
 #[test]
@@ -202,6 +137,7 @@ fn gemini_reads_its_task_and_reports_it_done_through_the_shim() {
     );
     let tmux = TmuxServer::of(&coord);
     let _on_failure = OnFailure {
+        api: "Gemini API",
         seen: seen.clone(),
         tmux: &tmux,
         coord: &coord,

@@ -10,12 +10,10 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use common::agent_cli::{self, TmuxServer};
-use common::{Coordinator, git};
+use common::agent_cli::{self, OnFailure, Reply, Seen, TmuxServer};
+use common::git;
 use serde_json::{Value, json};
 
 /// OpenCode names an MCP server's tools `<server>_<tool>`.
@@ -26,13 +24,6 @@ const SUMMARY: &str = "opencode stand-in finished";
 const NOTE_FILE: &str = "OPENCODE_WAS_HERE.md";
 const NOTE_TEXT: &str = "Written by the bash tool of OpenCode, scripted by the stand-in.";
 const API_KEY: &str = "sk-stand-in-opencode-0123456789";
-
-/// What the stand-in saw: each request's bearer key, and each tool result that came back.
-#[derive(Default)]
-struct Seen {
-    requests: Vec<(String, Option<String>)>,
-    results: Vec<(String, String)>,
-}
 
 /// The script. The conversation is the state: the next step follows from the last tool the
 /// "model" called, so a retried request gets the same answer.
@@ -99,82 +90,35 @@ fn stream(delta: Value) -> String {
     )
 }
 
-/// Serves `POST /v1/chat/completions` with the script.
+/// Serves `POST /v1/chat/completions` with the script; returns the API's base URL.
 fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream_ in listener.incoming().flatten() {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream_.try_clone().unwrap());
-                let mut out = stream_;
-                while let Ok(Some(req)) = agent_cli::read_request(&mut reader) {
-                    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-                    {
-                        let mut seen = seen.lock().unwrap();
-                        seen.requests
-                            .push((req.path.clone(), req.headers.get("authorization").cloned()));
-                        let messages = body["messages"].as_array().cloned().unwrap_or_default();
-                        for m in &messages {
-                            if m["role"] != "tool" {
-                                continue;
-                            }
-                            // The result's tool is named by the call it answers.
-                            let id = m["tool_call_id"].as_str().unwrap_or_default();
-                            let name = id.strip_prefix("call_").unwrap_or(id).to_string();
-                            let result = m["content"].to_string();
-                            if !seen.results.iter().any(|r| r.0 == name && r.1 == result) {
-                                seen.results.push((name, result));
-                            }
-                        }
-                    }
-                    let written = if req.path.ends_with("/chat/completions") {
-                        let events = stream(script(&body));
-                        write!(
-                            out,
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{events}",
-                            events.len()
-                        )
-                    } else {
-                        let e = r#"{"error": {"message": "not in the stand-in"}}"#;
-                        write!(
-                            out,
-                            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{e}",
-                            e.len()
-                        )
-                    };
-                    if written.is_err() {
-                        return;
-                    }
+    let url = agent_cli::serve(move |req| {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        {
+            let mut seen = seen.lock().unwrap();
+            seen.requests
+                .push((req.path.clone(), req.headers.get("authorization").cloned()));
+            for m in body["messages"].as_array().into_iter().flatten() {
+                if m["role"] == "tool" {
+                    // The result's tool is named by the call it answers.
+                    let id = m["tool_call_id"].as_str().unwrap_or_default();
+                    seen.result(
+                        id.strip_prefix("call_").unwrap_or(id),
+                        m["content"].to_string(),
+                    );
                 }
-            });
+            }
+        }
+        if req.path.ends_with("/chat/completions") {
+            Reply::events(stream(script(&body)))
+        } else {
+            Reply::json(
+                404,
+                r#"{"error": {"message": "not in the stand-in"}}"#.to_string(),
+            )
         }
     });
-    url
-}
-
-/// On a failure: what OpenCode asked, what its terminal shows, what the coordinator logged.
-struct OnFailure<'a> {
-    seen: Arc<Mutex<Seen>>,
-    tmux: &'a TmuxServer,
-    coord: &'a Coordinator,
-}
-
-impl Drop for OnFailure<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // The test may have panicked holding the lock.
-            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!("--- requests to the Chat Completions stand-in ---");
-            for (path, _) in &seen.requests {
-                eprintln!("{path}");
-            }
-            eprintln!("--- tool results ---\n{:?}", seen.results);
-            eprintln!("{}", self.tmux.panes());
-            agent_cli::print_coordinator_tail(self.coord);
-        }
-    }
+    format!("{url}/v1")
 }
 
 #[test]
@@ -212,6 +156,7 @@ fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
     );
     let tmux = TmuxServer::of(&coord);
     let _on_failure = OnFailure {
+        api: "Chat Completions",
         seen: seen.clone(),
         tmux: &tmux,
         coord: &coord,

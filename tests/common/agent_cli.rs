@@ -307,3 +307,104 @@ pub fn run_task(coord: &Coordinator, description: &str) -> serde_json::Value {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A reply of a stand-in: status code, content type and body.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    /// One server-sent-events stream, whole.
+    pub fn events(body: String) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "text/event-stream",
+            body,
+        }
+    }
+
+    pub fn json(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+}
+
+/// A scripted model API on 127.0.0.1, keep-alive connections included: every request goes to
+/// `answer`. Returns `http://<addr>`.
+pub fn serve(answer: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> String {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                while let Ok(Some(req)) = read_request(&mut reader) {
+                    let reply = answer(&req);
+                    let head = format!(
+                        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n\r\n",
+                        reply.status,
+                        if reply.status == 200 { "OK" } else { "Error" },
+                        reply.content_type,
+                        reply.body.len()
+                    );
+                    if out.write_all(head.as_bytes()).is_err()
+                        || out.write_all(reply.body.as_bytes()).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// What a stand-in saw: each request's path and credential, and each tool result that came
+/// back to the model, (tool, result) once each.
+#[derive(Default)]
+pub struct Seen {
+    pub requests: Vec<(String, Option<String>)>,
+    pub results: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn result(&mut self, tool: &str, result: String) {
+        if !self.results.iter().any(|r| r.0 == tool && r.1 == result) {
+            self.results.push((tool.to_string(), result));
+        }
+    }
+}
+
+/// On a failure: what the CLI asked its stand-in, what its terminal shows, what the coordinator
+/// logged.
+pub struct OnFailure<'a> {
+    pub api: &'static str,
+    pub seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    pub tmux: &'a TmuxServer,
+    pub coord: &'a Coordinator,
+}
+
+impl Drop for OnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test may have panicked holding the lock.
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("--- requests to the {} stand-in ---", self.api);
+            for (path, _) in &seen.requests {
+                eprintln!("{path}");
+            }
+            eprintln!("--- tool results ---\n{:?}", seen.results);
+            eprintln!("{}", self.tmux.panes());
+            print_coordinator_tail(self.coord);
+        }
+    }
+}
