@@ -205,6 +205,19 @@ fn the_qdrant_backend_keeps_the_contract_against_the_stand_in() {
         vec!["agent_id", "memory_type", "workflow_id"],
         "every filtered field has a keyword index"
     );
+    // A collection dropped behind the backend's back is created again by the next save.
+    let space = Space {
+        embedder_id: "toy/embedder v1".into(),
+        dim: DIM,
+    };
+    server
+        .db
+        .collections
+        .lock()
+        .unwrap()
+        .remove("contract_toy_embedder_v1_16");
+    backend.upsert(&space, row(7)).unwrap();
+    assert_eq!(backend.count(&space).unwrap(), 1);
 }
 
 /// Runs only where a real server is reachable: CI has none (no Qdrant server installs from the

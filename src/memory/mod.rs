@@ -259,17 +259,13 @@ impl Memory {
         }
         // A backend that already holds every vector (a Qdrant collection from the last run) is
         // not rebuilt; the embedded one starts empty and always is.
-        let up_to_date = memory.backend.count(&space).map(|n| {
-            n == op(memory
-                .store
-                .count_memory_vectors(&space.embedder_id, space.dim))
-            .map_or(usize::MAX, |c| c.0)
-        });
-        match up_to_date {
-            Ok(true) => memory
-                .indexed
-                .store(memory.backend.count(&space).unwrap_or(0), Ordering::Relaxed),
-            Ok(false) => {
+        let stored = op(memory
+            .store
+            .count_memory_vectors(&space.embedder_id, space.dim))?
+        .0;
+        match memory.backend.count(&space) {
+            Ok(held) if held == stored => memory.indexed.store(held, Ordering::Relaxed),
+            Ok(_) => {
                 if let Err(e) = memory.rebuild_backend() {
                     tracing::warn!(
                         "memory search is incomplete until {} answers: {e:#}",

@@ -32,6 +32,9 @@ pub struct QdrantBackend {
     client: Qdrant,
     settings: QdrantSettings,
     runtime: tokio::runtime::Runtime,
+    /// Collections known to exist, so a save costs one round trip, not two. A collection
+    /// dropped behind our back is noticed by the upsert that fails, and created again.
+    known: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl QdrantBackend {
@@ -58,6 +61,7 @@ impl QdrantBackend {
             client,
             settings,
             runtime,
+            known: Default::default(),
         })
     }
 
@@ -108,6 +112,9 @@ impl QdrantBackend {
 
     fn ensure_collection(&self, space: &Space) -> Result<String> {
         let name = self.collection(space);
+        if self.known().contains(&name) {
+            return Ok(name);
+        }
         let exists = self.block(
             "checking a collection",
             self.client.collection_exists(&name),
@@ -115,7 +122,12 @@ impl QdrantBackend {
         if !exists {
             self.block("creating a collection", self.create(&name, space.dim))?;
         }
+        self.known().insert(name.clone());
         Ok(name)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -163,7 +175,9 @@ impl VectorBackend for QdrantBackend {
                 self.client.delete_collection(&name),
             )?;
         }
+        self.known().remove(&name);
         self.block("creating a collection", self.create(&name, space.dim))?;
+        self.known().insert(name.clone());
         let points = rows.into_iter().map(point).collect::<Result<Vec<_>>>()?;
         for batch in points.chunks(UPSERT_BATCH) {
             self.block(
@@ -176,13 +190,26 @@ impl VectorBackend for QdrantBackend {
     }
 
     fn upsert(&self, space: &Space, row: Row) -> Result<()> {
+        let point = point(row)?;
         let name = self.ensure_collection(space)?;
-        self.block(
-            "upserting a point",
-            self.client
-                .upsert_points(UpsertPointsBuilder::new(&name, vec![point(row)?]).wait(true)),
-        )?;
-        Ok(())
+        let upsert = |name: &str| {
+            self.runtime.block_on(
+                self.client
+                    .upsert_points(UpsertPointsBuilder::new(name, vec![point.clone()]).wait(true)),
+            )
+        };
+        let result = match upsert(&name) {
+            Err(e) if is_not_found(&e) => {
+                self.known().remove(&name);
+                let name = self.ensure_collection(space)?;
+                upsert(&name)
+            }
+            other => other,
+        };
+        result
+            .map(drop)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("qdrant at {}: upserting a point", self.settings.url))
     }
 
     fn search(&self, space: &Space, query: &[f32], k: usize, f: &Filter) -> Result<Vec<Hit>> {
