@@ -123,6 +123,8 @@ struct MemoryFile {
     weight_recency: Option<f32>,
     weight_type: Option<f32>,
     recency_half_life_days: Option<f32>,
+    /// Re-rank search candidates by token vectors (local model only; default true).
+    token_rerank: Option<bool>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -297,6 +299,7 @@ impl Config {
                 recency_half_life_days: f
                     .recency_half_life_days
                     .unwrap_or(d.recency_half_life_days),
+                token_rerank: f.token_rerank.unwrap_or(d.token_rerank),
                 qdrant: env
                     .get("HEPHAESTUS_QDRANT_URL")
                     .cloned()

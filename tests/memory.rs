@@ -609,3 +609,90 @@ fn a_fresh_machine_fetches_the_model_in_the_background_and_switches_to_it() {
         "{found}"
     );
 }
+
+/// Through the real shim on the real model, token re-ranking puts the memory that answers a
+/// question above those on its topic; a store written before token vectors (none stored) is
+/// searched by sentence vectors after a restart while the background job adds them, and then
+/// ranks the same way again.
+#[cfg(feature = "local-embeddings")]
+#[test]
+fn token_re_ranking_runs_through_the_shim_and_old_stores_get_token_vectors() {
+    if cached_model().is_none() {
+        return;
+    }
+    let home = std::env::var("HOME").unwrap();
+    let dir = project();
+    // Relevance alone: with the default weights a memory's type can outweigh it.
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        "[memory]\npending_retry_secs = 5\nweight_type = 0.0\nweight_recency = 0.0\n",
+    )
+    .unwrap();
+    let env = [("HEPHAESTUS_EMBEDDER", "minilm"), ("HOME", home.as_str())];
+    let mut coord = Coordinator::start_with_env(dir.path(), &["--no-agents"], &env);
+    let mut shim = RawShim::spawn(&coord, None);
+    shim.initialize("claude-code");
+    let set = hephaestus::memory::quality::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/memory_quality.json"),
+    )
+    .unwrap();
+    for m in &set.memories {
+        let saved = shim.tool_ok(
+            "save_memory",
+            json!({"content": m.content, "memory_type": m.memory_type}),
+        );
+        assert_eq!(saved["outcome"], "stored", "{saved}");
+    }
+    // The sentence vectors alone rank the answer to this one 3rd, under a memory about CI
+    // builds of SQL macros.
+    let query = "Frontend compiles locally but CI can't resolve an import alias";
+    let answer = &set.memories.iter().find(|m| m.id == "m33").unwrap().content;
+    let search = |shim: &mut RawShim| {
+        shim.tool_ok(
+            "search_memories",
+            json!({"query": query, "limit": 3, "min_score": 0.1}),
+        )
+    };
+    let found = search(&mut shim);
+    let top = &found["memories"][0];
+    assert_eq!(&top["content"], answer, "{found}");
+    assert_ne!(top["relevance"], top["similarity"], "{found}");
+    drop(shim);
+    coord.stop();
+
+    let db = rusqlite::Connection::open(dir.path().join(".hephaestus/state.db")).unwrap();
+    let cleared = db
+        .execute(
+            "UPDATE memories SET token_ids = NULL, token_vectors = NULL",
+            [],
+        )
+        .unwrap();
+    assert_eq!(cleared, set.memories.len());
+    drop(db);
+
+    let coord = Coordinator::start_with_env(dir.path(), &["--no-agents"], &env);
+    let early = coord.cli(&["status"]);
+    assert_eq!(early["memory"]["pending"], set.memories.len(), "{early}");
+    assert_eq!(early["memory"]["indexed"], set.memories.len(), "{early}");
+    let mut shim = RawShim::spawn(&coord, None);
+    shim.initialize("claude-code");
+    let before = search(&mut shim);
+    for m in before["memories"].as_array().unwrap() {
+        assert_eq!(m["relevance"], m["similarity"], "{before}");
+    }
+    wait_for_status(&coord, "the token vectors are added", |s| {
+        s["memory"]["pending"] == 0
+    });
+    let after = search(&mut shim);
+    assert_eq!(&after["memories"][0]["content"], answer, "{after}");
+    let stored: i64 = rusqlite::Connection::open(dir.path().join(".hephaestus/state.db"))
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM memories WHERE token_ids IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored as usize, set.memories.len());
+}

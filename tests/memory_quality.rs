@@ -39,7 +39,7 @@ fn the_labelled_set_is_well_formed() {
 
 #[test]
 fn the_evaluation_runs_through_memory_search() {
-    let q = quality::evaluate(&set(), Arc::new(HashingEmbedder::new(384))).unwrap();
+    let q = quality::evaluate(&set(), Arc::new(HashingEmbedder::new(384)), true).unwrap();
     assert_eq!(q.queries, set().queries.len());
     assert!(
         (0.0..=1.0).contains(&q.top1) && q.mrr >= q.top1 && q.mrr <= 1.0,
@@ -58,9 +58,11 @@ fn the_evaluation_runs_through_memory_search() {
     );
 }
 
-/// The target is the right memory first for 90% of the queries. On this set (paraphrases and
-/// word-sharing distractors) all-MiniLM-L6-v2 reaches 76% top-1 and MRR 0.86, so this holds the
-/// measured level as a floor against regressions until retrieval improves.
+/// The target: the right memory first for 90% of the queries. The first 34 queries were written
+/// with the set; all-MiniLM-L6-v2's sentence vectors alone get 76% of them (the misses are
+/// paraphrases that lose to a distractor on the same topic). Token re-ranking was designed on
+/// those 34 (88%); the last 26 queries were written after that and before any of them was
+/// measured, to check that it holds on queries it was not tuned on.
 #[cfg(feature = "local-embeddings")]
 #[test]
 fn minilm_finds_the_right_memory_for_nine_queries_in_ten() {
@@ -70,28 +72,35 @@ fn minilm_finds_the_right_memory_for_nine_queries_in_ten() {
     };
     let cache = hephaestus::memory::minilm_cache_dir(Path::new(&home));
     let embedder = match hephaestus::memory::minilm::MiniLmEmbedder::open(&cache) {
-        Ok(e) => e,
+        Ok(e) => Arc::new(e),
         Err(e) => {
             println!("skipped: the MiniLM weights could not be had: {e:#}");
             return;
         }
     };
     let set = set();
-    let q = quality::evaluate(&set, Arc::new(embedder)).unwrap();
-    let hashing = quality::evaluate(&set, Arc::new(HashingEmbedder::new(384))).unwrap();
+    let reranked = quality::evaluate(&set, embedder.clone(), true).unwrap();
+    let sentence = quality::evaluate(&set, embedder, false).unwrap();
+    let hashing = quality::evaluate(&set, Arc::new(HashingEmbedder::new(384)), true).unwrap();
     println!(
-        "MiniLM: top-1 {:.0}%, MRR {:.2}; hashing: top-1 {:.0}%, MRR {:.2} ({} queries)",
-        q.top1 * 100.0,
-        q.mrr,
+        "{} queries, top-1 and MRR. MiniLM with token re-ranking: {:.0}%, {:.2}; sentence vectors only: {:.0}%, {:.2}; hashing: {:.0}%, {:.2}",
+        reranked.queries,
+        reranked.top1 * 100.0,
+        reranked.mrr,
+        sentence.top1 * 100.0,
+        sentence.mrr,
         hashing.top1 * 100.0,
         hashing.mrr,
-        q.queries
     );
     assert!(
-        q.top1 >= 0.70 && q.mrr >= 0.80,
-        "MiniLM fell below its measured level: top-1 {:.2}, MRR {:.2}",
-        q.top1,
-        q.mrr
+        reranked.top1 >= 0.90,
+        "MiniLM with token re-ranking: top-1 {:.2}, MRR {:.2}",
+        reranked.top1,
+        reranked.mrr
     );
-    assert!(q.mrr > hashing.mrr);
+    assert!(
+        reranked.top1 > sentence.top1 && reranked.mrr > sentence.mrr,
+        "token re-ranking must beat the sentence vectors: {reranked:?} vs {sentence:?}"
+    );
+    assert!(sentence.mrr > hashing.mrr);
 }

@@ -182,7 +182,7 @@ pub fn run(dir: &Path) -> Result<()> {
 
     let set_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/memory_quality.json");
     let quality = crate::memory::quality::load(&set_path).and_then(|set| {
-        crate::memory::quality::evaluate(&set, Arc::new(HashingEmbedder::new(DIM)))
+        crate::memory::quality::evaluate(&set, Arc::new(HashingEmbedder::new(DIM)), true)
     });
 
     println!("| measurement | p50 | p99 | note |");
@@ -220,7 +220,7 @@ pub fn run(dir: &Path) -> Result<()> {
     );
     match quality {
         Ok(q) => println!(
-            "| retrieval quality, hashing embedder ({} labelled queries) | top-1 {:.0}% | MRR {:.2} | similarity only |",
+            "| retrieval quality, hashing embedder ({} labelled queries) | top-1 {:.0}% | MRR {:.2} | relevance only |",
             q.queries,
             q.top1 * 100.0,
             q.mrr
@@ -265,16 +265,34 @@ fn minilm_rows(dir: &Path, set_path: &Path) -> Result<()> {
     }
     let single = 64.0 / t.elapsed().as_secs_f64();
 
-    let store = Store::open(&dir.join("memory-bench-minilm.db"))?;
-    let memory = Memory::open(
-        store,
-        model.clone(),
-        Box::new(crate::memory::vectors::Embedded::new()),
-        MemorySettings::default(),
-    )?;
-    let (saves, searches) = saves_and_searches(&memory, 3_000_000, 1_000, 200)?;
-    let quality = crate::memory::quality::load(set_path)
-        .and_then(|set| crate::memory::quality::evaluate(&set, model));
+    // The same saves and searches with and without token re-ranking, one after the other, so
+    // their ratio is measured under the same load.
+    let mut runs = Vec::new();
+    for token_rerank in [false, true] {
+        let path = dir.join(format!("memory-bench-minilm-{token_rerank}.db"));
+        let _ = std::fs::remove_file(&path);
+        let memory = Memory::open(
+            Store::open(&path)?,
+            model.clone(),
+            Box::new(crate::memory::vectors::Embedded::new()),
+            MemorySettings {
+                token_rerank,
+                ..MemorySettings::default()
+            },
+        )?;
+        runs.push(saves_and_searches(&memory, 3_000_000, 1_000, 200)?);
+    }
+    let db_size = |rerank: bool| {
+        std::fs::metadata(dir.join(format!("memory-bench-minilm-{rerank}.db")))
+            .map(|m| format!("{:.1} MiB", m.len() as f64 / 1_048_576.0))
+            .unwrap_or_else(|_| "n/a".into())
+    };
+    let set = crate::memory::quality::load(set_path);
+    let quality = |token_rerank: bool| {
+        set.as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|set| crate::memory::quality::evaluate(set, model.clone(), token_rerank))
+    };
     let mib = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} MiB"));
     println!(
         "| MiniLM: model load (read, sha256, build) | {:.2} s | | RSS {} → {} |",
@@ -285,24 +303,45 @@ fn minilm_rows(dir: &Path, set_path: &Path) -> Result<()> {
     println!(
         "| MiniLM: embedding throughput | {batched:.0} texts/s batched | {single:.0} texts/s one by one | 12-word texts |"
     );
+    for ((saves, searches), token_rerank) in runs.iter().zip([false, true]) {
+        let how = if token_rerank {
+            "with token re-ranking"
+        } else {
+            "sentence vectors only"
+        };
+        println!(
+            "| MiniLM, {how}: save with duplicate check, up to 1k | {} | {} | embeds the text; database {} |",
+            us(saves.p50),
+            us(saves.p99),
+            db_size(token_rerank)
+        );
+        println!(
+            "| MiniLM, {how}: search_memories path, 1k | {} | {} | embeds the query |",
+            us(searches.p50),
+            us(searches.p99)
+        );
+    }
+    let (plain, reranked) = (&runs[0].1, &runs[1].1);
     println!(
-        "| MiniLM: save with duplicate check, up to 1k | {} | {} | embeds the text |",
-        us(saves.p50),
-        us(saves.p99)
+        "| MiniLM: search with / without token re-ranking | {:.2}x p50 | {:.2}x p99 | same run |",
+        reranked.p50.as_secs_f64() / plain.p50.as_secs_f64(),
+        reranked.p99.as_secs_f64() / plain.p99.as_secs_f64()
     );
-    println!(
-        "| MiniLM: search_memories path, 1k | {} | {} | embeds the query |",
-        us(searches.p50),
-        us(searches.p99)
-    );
-    match quality {
-        Ok(q) => println!(
-            "| retrieval quality, MiniLM ({} labelled queries) | top-1 {:.0}% | MRR {:.2} | similarity only |",
-            q.queries,
-            q.top1 * 100.0,
-            q.mrr
-        ),
-        Err(e) => println!("| retrieval quality, MiniLM | n/a | | {e:#} |"),
+    for token_rerank in [false, true] {
+        let how = if token_rerank {
+            "with token re-ranking"
+        } else {
+            "sentence vectors only"
+        };
+        match quality(token_rerank) {
+            Ok(q) => println!(
+                "| retrieval quality, MiniLM, {how} ({} labelled queries) | top-1 {:.0}% | MRR {:.2} | relevance only |",
+                q.queries,
+                q.top1 * 100.0,
+                q.mrr
+            ),
+            Err(e) => println!("| retrieval quality, MiniLM, {how} | n/a | | {e:#} |"),
+        }
     }
     Ok(())
 }

@@ -87,9 +87,11 @@ pub struct FoundMemory {
     pub id: i64,
     pub content: String,
     pub memory_type: String,
-    /// Cosine similarity to the query.
+    /// Cosine similarity to the query (what min_score applies to).
     pub similarity: f32,
-    /// Similarity, recency and type combined: the ranking.
+    /// Similarity refined by how well the memory's words cover the query's (equal to it without the local model).
+    pub relevance: f32,
+    /// Relevance, recency and type combined: the ranking.
     pub score: f32,
     pub agent_id: Option<String>,
     pub age: String,
@@ -183,7 +185,7 @@ impl McpSession {
     }
 
     #[tool(
-        description = "Find what other agents learned, by meaning. Ranked by similarity, recency and type.",
+        description = "Find what other agents learned, by meaning. Ranked by relevance, recency and type.",
         output_schema = schema_for_output::<MemoryResults>()
     )]
     async fn search_memories(
@@ -227,6 +229,7 @@ impl McpSession {
                 content: f.memory.content,
                 memory_type: f.memory.memory_type,
                 similarity: f.similarity,
+                relevance: f.relevance,
                 score: f.score,
                 agent_id: f.memory.agent_id,
                 age: crate::time::age(f.memory.created_at_ms, now),

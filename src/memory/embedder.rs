@@ -5,11 +5,36 @@
 
 use anyhow::Result;
 
+use super::tokens::TokenVectors;
+
+/// One text's sentence vector and, from a model that has them, its token vectors (for token
+/// re-ranking, see `tokens`).
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    pub vector: Vec<f32>,
+    pub tokens: Option<TokenVectors>,
+}
+
 pub trait Embedder: Send + Sync {
     /// Identifies the vector space: vectors from different ids are never compared.
     fn id(&self) -> &str;
     fn dim(&self) -> usize;
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// True when `embed_with_tokens` gives token vectors.
+    fn has_tokens(&self) -> bool {
+        false
+    }
+    /// Like `embed`, with each text's token vectors when the model has them (one pass).
+    fn embed_with_tokens(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        Ok(self
+            .embed(texts)?
+            .into_iter()
+            .map(|vector| Embedding {
+                vector,
+                tokens: None,
+            })
+            .collect())
+    }
     /// True when search quality is below what a real model gives (shown in `status`).
     fn degraded(&self) -> bool {
         false

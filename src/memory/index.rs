@@ -118,7 +118,7 @@ fn dot_rough(q: &[f32], v: &[u16]) -> f32 {
 }
 
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent accumulators let the compiler vectorize the loop.
     let mut acc = [0.0f32; 8];
     let chunks = a.len() / 8;

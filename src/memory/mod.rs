@@ -13,6 +13,7 @@ pub mod openai;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
 pub mod quality;
+pub mod tokens;
 pub mod vectors;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,9 +22,10 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::store::{MemoryRow, NewMemory, Store};
-use embedder::Embedder;
+use crate::store::{MemoryRow, MemoryVectors, NewMemory, Store};
+use embedder::{Embedder, Embedding};
 use index::{Filter, RowMeta};
+use tokens::DocumentFrequencies;
 use vectors::{Row, Space, VectorBackend};
 
 /// Which embedder makes the vectors.
@@ -60,6 +62,8 @@ pub struct MemorySettings {
     pub weight_type: f32,
     /// Age at which the recency part of the score halves.
     pub recency_half_life_days: f32,
+    /// Re-rank the candidates by their token vectors (see `tokens`), when the embedder has them.
+    pub token_rerank: bool,
     /// Search in a Qdrant server instead of in-process.
     pub qdrant: Option<QdrantSettings>,
 }
@@ -86,6 +90,7 @@ impl Default for MemorySettings {
             weight_recency: 0.2,
             weight_type: 0.3,
             recency_half_life_days: 14.0,
+            token_rerank: true,
             qdrant: None,
         }
     }
@@ -122,7 +127,11 @@ pub enum Saved {
 #[derive(Debug, Clone, Serialize)]
 pub struct Found {
     pub memory: MemoryRow,
+    /// Cosine of the sentence vectors: what `min_similarity` and deduplication use.
     pub similarity: f32,
+    /// The similarity averaged with the token coverage (see `tokens`), or the similarity alone
+    /// when there are no token vectors: the part of the score that measures meaning.
+    pub relevance: f32,
     pub score: f32,
 }
 
@@ -160,6 +169,9 @@ pub struct Memory {
     pending: AtomicUsize,
     /// Why memory runs below its configured quality, when it does (shown by `status`).
     note: RwLock<Option<String>>,
+    /// Over the memories with token vectors from the current embedder: the idf of token
+    /// re-ranking.
+    frequencies: RwLock<DocumentFrequencies>,
 }
 
 fn meta_of(m: &MemoryRow) -> RowMeta {
@@ -179,6 +191,14 @@ fn space_of(e: &dyn Embedder) -> Space {
 
 fn op<T>(r: crate::store::OpResult<T>) -> Result<T> {
     r.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Which memories `embed_missing` embeds: those without a vector from the current embedder, or
+/// also those without its token vectors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Missing {
+    Vectors,
+    Tokens,
 }
 
 /// The embedder to start with, and whether the configured model must be fetched first (while
@@ -249,19 +269,32 @@ impl Memory {
             indexed: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             note: RwLock::new(None),
+            frequencies: RwLock::new(DocumentFrequencies::default()),
             store,
         };
         let space = space_of(&*memory.embedder());
-        if memory.recount()? > 0
-            && let Err(e) = memory.embed_missing()
-        {
-            tracing::warn!("memories stay pending until the embedder answers: {e:#}");
+        memory.load_frequencies()?;
+        // Memories without a vector from this embedder are embedded now, so that search finds
+        // them from the start. Those that have one but lack token vectors (saved before token
+        // re-ranking, or with it off) are ranked by their vector until the background job adds
+        // them: start does not wait on thousands of embeddings.
+        if memory.recount()? > 0 {
+            match memory.embed_missing(Missing::Vectors) {
+                Ok(_) if memory.pending() > 0 => tracing::info!(
+                    memories = memory.pending(),
+                    "memories get token vectors in the background"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("memories stay pending until the embedder answers: {e:#}")
+                }
+            }
         }
         // A backend that already holds every vector (a Qdrant collection from the last run) is
         // not rebuilt; the embedded one starts empty and always is.
         let stored = op(memory
             .store
-            .count_memory_vectors(&space.embedder_id, space.dim))?
+            .count_memory_vectors(&space.embedder_id, space.dim, false))?
         .0;
         match memory.backend.count(&space) {
             Ok(held) if held == stored => memory.indexed.store(held, Ordering::Relaxed),
@@ -299,6 +332,49 @@ impl Memory {
         self.embedder().degraded()
     }
 
+    /// True when memories get token vectors from `embedder` (and search re-ranks with them).
+    fn with_tokens(&self, embedder: &dyn Embedder) -> bool {
+        self.settings.token_rerank && embedder.has_tokens()
+    }
+
+    /// Embeds `texts`, with token vectors when this memory uses them.
+    fn embed(&self, embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Embedding>> {
+        if self.with_tokens(embedder) {
+            embedder.embed_with_tokens(texts)
+        } else {
+            Ok(embedder
+                .embed(texts)?
+                .into_iter()
+                .map(|vector| Embedding {
+                    vector,
+                    tokens: None,
+                })
+                .collect())
+        }
+    }
+
+    /// Counts the token ids of every memory with token vectors from the current embedder.
+    fn load_frequencies(&self) -> Result<()> {
+        let embedder = self.embedder();
+        let mut frequencies = DocumentFrequencies::default();
+        if self.with_tokens(&*embedder) {
+            op(self
+                .store
+                .each_memory_token_ids(embedder.id(), |ids| frequencies.add(ids)))?;
+        }
+        *self.frequencies.write().unwrap_or_else(|e| e.into_inner()) = frequencies;
+        Ok(())
+    }
+
+    fn count_tokens(&self, tokens: Option<&tokens::TokenVectors>) {
+        if let Some(t) = tokens {
+            self.frequencies
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&t.ids);
+        }
+    }
+
     /// Why memory runs below its configured quality, if it does.
     pub fn note(&self) -> Option<String> {
         self.note.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -320,10 +396,13 @@ impl Memory {
 
     /// Counts the stored memories and those still to embed; returns the latter.
     fn recount(&self) -> Result<usize> {
-        let space = space_of(&*self.embedder());
-        let (with, all) = op(self
-            .store
-            .count_memory_vectors(&space.embedder_id, space.dim))?;
+        let embedder = self.embedder();
+        let space = space_of(&*embedder);
+        let (with, all) = op(self.store.count_memory_vectors(
+            &space.embedder_id,
+            space.dim,
+            self.with_tokens(&*embedder),
+        ))?;
         self.stored.store(all, Ordering::Relaxed);
         self.pending.store(all - with, Ordering::Relaxed);
         Ok(all - with)
@@ -339,26 +418,36 @@ impl Memory {
         self.indexed.load(Ordering::Relaxed)
     }
 
-    /// Gives every memory that lacks one a vector from the current embedder. Returns how many.
-    fn embed_missing(&self) -> Result<usize> {
-        let result = self.embed_missing_uncounted();
+    /// Embeds the memories that lack what `missing` says with the current embedder (and gives
+    /// them token vectors when it has them). Returns how many.
+    fn embed_missing(&self, missing: Missing) -> Result<usize> {
+        let result = self.embed_missing_uncounted(missing);
         // Partial progress counts too.
         let _ = self.recount();
         result
     }
 
-    fn embed_missing_uncounted(&self) -> Result<usize> {
+    fn embed_missing_uncounted(&self, missing: Missing) -> Result<usize> {
         let embedder = self.embedder();
         let (id, dim) = (embedder.id().to_string(), embedder.dim());
-        let todo = op(self.store.memories_to_embed(&id, dim))?;
+        let with_tokens = missing == Missing::Tokens && self.with_tokens(&*embedder);
+        let todo = op(self.store.memories_to_embed(&id, dim, with_tokens))?;
         let mut embedded = 0;
         for batch in todo.chunks(32) {
             let texts: Vec<&str> = batch.iter().map(|(_, t)| t.as_str()).collect();
-            let vectors = embedder
-                .embed(&texts)
+            let embeddings = self
+                .embed(&*embedder, &texts)
                 .with_context(|| format!("embedding with {id}"))?;
-            for ((mid, _), v) in batch.iter().zip(vectors) {
-                op(self.store.set_memory_vector(*mid, &id, &v))?;
+            for ((mid, _), e) in batch.iter().zip(embeddings) {
+                op(self.store.set_memory_vector(
+                    *mid,
+                    MemoryVectors {
+                        embedder_id: &id,
+                        vector: &e.vector,
+                        tokens: e.tokens.as_ref(),
+                    },
+                ))?;
+                self.count_tokens(e.tokens.as_ref());
                 embedded += 1;
             }
         }
@@ -393,9 +482,10 @@ impl Memory {
         }
     }
 
-    /// Embeds every memory without a vector from this embedder, then rebuilds the index.
+    /// Embeds every memory without a vector (or token vectors) from this embedder, then
+    /// rebuilds the index.
     pub fn reindex(&self) -> Result<ReindexReport> {
-        let embedded = self.embed_missing()?;
+        let embedded = self.embed_missing(Missing::Tokens)?;
         let indexed = self.rebuild_backend()?;
         Ok(ReindexReport {
             embedded,
@@ -407,6 +497,7 @@ impl Memory {
     /// Makes `embedder` the one memory uses, and re-embeds and re-indexes every memory for it.
     pub fn switch_embedder(&self, embedder: Arc<dyn Embedder>) -> Result<ReindexReport> {
         *self.embedder.write().unwrap_or_else(|e| e.into_inner()) = embedder;
+        self.load_frequencies()?;
         self.reindex()
     }
 
@@ -454,14 +545,14 @@ impl Memory {
     pub fn save(&self, new: NewMemory) -> Result<Saved> {
         let embedder = self.embedder();
         let space = space_of(&*embedder);
-        let vector = match embedder.embed(&[new.content.as_str()]) {
+        let embedding = match self.embed(&*embedder, &[new.content.as_str()]) {
             Ok(mut v) => v.pop(),
             Err(e) => {
                 tracing::warn!("embedding failed, the memory is kept and indexed later: {e:#}");
                 None
             }
         };
-        let Some(vector) = vector else {
+        let Some(Embedding { vector, tokens }) = embedding else {
             let id = op(self.store.insert_memory(&new, None))?;
             self.stored.fetch_add(1, Ordering::Relaxed);
             self.pending.fetch_add(1, Ordering::Relaxed);
@@ -483,9 +574,15 @@ impl Memory {
                 self.backend.describe()
             ),
         }
-        let id = op(self
-            .store
-            .insert_memory(&new, Some((&space.embedder_id, &vector))))?;
+        let id = op(self.store.insert_memory(
+            &new,
+            Some(MemoryVectors {
+                embedder_id: &space.embedder_id,
+                vector: &vector,
+                tokens: tokens.as_ref(),
+            }),
+        ))?;
+        self.count_tokens(tokens.as_ref());
         self.stored.fetch_add(1, Ordering::Relaxed);
         let row = Row {
             id,
@@ -508,24 +605,28 @@ impl Memory {
         Ok(Saved::Stored { id })
     }
 
-    /// The best memories for `q`: similarity, recency and type combined; `min_similarity`
-    /// applies to similarity alone.
+    /// The best memories for `q`: relevance (similarity, refined by token coverage), recency
+    /// and type combined; `min_similarity` applies to similarity alone.
     pub fn search(&self, q: &Query) -> Result<Vec<Found>> {
         if self.stored.load(Ordering::Relaxed) == 0 {
             return Ok(Vec::new());
         }
         let limit = q.limit.max(1);
         let embedder = self.embedder();
-        let vector = embedder
-            .embed(&[q.text.as_str()])?
+        let Embedding {
+            vector,
+            tokens: query_tokens,
+        } = self
+            .embed(&*embedder, &[q.text.as_str()])?
             .pop()
-            .unwrap_or_default();
+            .context("the embedder returned no vector for the query")?;
+        let query_tokens = query_tokens.filter(|t| !t.is_empty());
         let filter = Filter {
             memory_types: q.memory_types.clone(),
             workflow_id: q.workflow_id.clone(),
             agent_id: None,
         };
-        // Rank a wider pool by similarity, then re-rank it with recency and type.
+        // Rank a wider pool by similarity, then re-rank it with token coverage, recency and type.
         let hits = self
             .backend
             .search(&space_of(&*embedder), &vector, (limit * 5).max(25), &filter)
@@ -534,9 +635,13 @@ impl Memory {
             .into_iter()
             .filter(|h| q.min_similarity.is_none_or(|m| h.score >= m))
             .collect();
-        let rows = op(self
-            .store
-            .get_memories(&hits.iter().map(|h| h.id).collect::<Vec<_>>()))?;
+        let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
+        let rows = op(self.store.get_memories(&ids))?;
+        let memory_tokens = match &query_tokens {
+            Some(_) => op(self.store.memory_tokens(&ids, embedder.id()))?,
+            None => std::collections::HashMap::new(),
+        };
+        let frequencies = self.frequencies.read().unwrap_or_else(|e| e.into_inner());
         let by_id: std::collections::HashMap<i64, f32> =
             hits.iter().map(|h| (h.id, h.score)).collect();
         let now = crate::time::now_ms();
@@ -546,14 +651,20 @@ impl Memory {
             .filter_map(|memory| {
                 // A remote backend may return a point whose row is gone; skip it.
                 let similarity = *by_id.get(&memory.id)?;
+                // Equal parts: the blend was chosen before it was measured, not fitted to the set.
+                let relevance = match (&query_tokens, memory_tokens.get(&memory.id)) {
+                    (Some(q), Some(m)) => 0.5 * (similarity + tokens::coverage(q, m, &frequencies)),
+                    _ => similarity,
+                };
                 let age_days = ((now - memory.created_at_ms).max(0) as f32) / 86_400_000.0;
                 let recency = (-std::f32::consts::LN_2 * age_days / s.recency_half_life_days).exp();
-                let score = s.weight_similarity * similarity
+                let score = s.weight_similarity * relevance
                     + s.weight_recency * recency
                     + s.weight_type * type_weight(&memory.memory_type);
                 Some(Found {
                     memory,
                     similarity,
+                    relevance,
                     score,
                 })
             })
@@ -641,6 +752,118 @@ mod tests {
         assert!(strict.is_empty());
     }
 
+    /// The hashing embedder's sentence vectors, plus a token vector per word (one-hot on the
+    /// word's hash): enough to tell whether token re-ranking ran.
+    struct WithTokens(embedder::HashingEmbedder);
+
+    impl Embedder for WithTokens {
+        fn id(&self) -> &str {
+            "with-tokens"
+        }
+        fn dim(&self) -> usize {
+            self.0.dim()
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+            self.0.embed(texts)
+        }
+        fn has_tokens(&self) -> bool {
+            true
+        }
+        fn embed_with_tokens(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+            let vectors = self.0.embed(texts)?;
+            Ok(texts
+                .iter()
+                .zip(vectors)
+                .map(|(t, vector)| {
+                    let ids: Vec<u32> = t
+                        .split_whitespace()
+                        .map(|w| {
+                            w.bytes()
+                                .fold(7u32, |h, b| h.wrapping_mul(31) ^ u32::from(b))
+                                % 16
+                        })
+                        .collect();
+                    let mut vectors = vec![0.0; ids.len() * 16];
+                    for (i, id) in ids.iter().enumerate() {
+                        vectors[i * 16 + *id as usize] = 1.0;
+                    }
+                    Embedding {
+                        vector,
+                        tokens: Some(tokens::TokenVectors {
+                            ids,
+                            dim: 16,
+                            vectors,
+                        }),
+                    }
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn token_vectors_are_backfilled_in_the_background_and_then_rank() {
+        let store = Store::open_in_memory().unwrap();
+        let open = |token_rerank| {
+            Memory::open(
+                store.clone(),
+                Arc::new(WithTokens(embedder::HashingEmbedder::new(64))),
+                Box::new(vectors::Embedded::new()),
+                MemorySettings {
+                    token_rerank,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let query = Query {
+            text: "sqlite lock".into(),
+            limit: 5,
+            ..Default::default()
+        };
+        let off = open(false);
+        off.save(new("sqlite lock errors under load", "error_fix"))
+            .unwrap();
+        off.save(new("the login page is slow", "discovery"))
+            .unwrap();
+        let hits = off.search(&query).unwrap();
+        assert!(hits.iter().all(|h| h.relevance == h.similarity), "{hits:?}");
+        assert_eq!(
+            store
+                .memories_to_embed("with-tokens", 64, true)
+                .unwrap()
+                .len(),
+            2
+        );
+        drop(off);
+
+        // Turned on: start does not embed what already has a vector; search still works.
+        let on = open(true);
+        assert_eq!(on.pending(), 2);
+        assert!(on.needs_indexing());
+        assert_eq!(on.indexed(), 2);
+        let hits = on.search(&query).unwrap();
+        assert_eq!(hits[0].memory.content, "sqlite lock errors under load");
+        assert!(hits.iter().all(|h| h.relevance == h.similarity));
+        // What the background job runs.
+        assert_eq!(on.reindex().unwrap().embedded, 2);
+        assert_eq!(on.pending(), 0);
+        assert_eq!(on.frequencies.read().unwrap().docs(), 2);
+        let hits = on.search(&query).unwrap();
+        assert_eq!(hits[0].memory.content, "sqlite lock errors under load");
+        // Both query words have a matching token: full coverage.
+        let top = &hits[0];
+        assert!(
+            (top.relevance - 0.5 * (top.similarity + 1.0)).abs() < 0.01,
+            "{top:?}"
+        );
+        on.save(new("tokens are counted as memories are saved", "learning"))
+            .unwrap();
+        assert_eq!(on.frequencies.read().unwrap().docs(), 3);
+        drop(on);
+        // A restart counts them again from the store.
+        assert_eq!(open(true).frequencies.read().unwrap().docs(), 3);
+    }
+
     #[test]
     fn switching_embedder_re_embeds_every_memory() {
         let store = Store::open_in_memory().unwrap();
@@ -670,7 +893,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .memories_to_embed("hashing-v1-384", 384)
+                .memories_to_embed("hashing-v1-384", 384, false)
                 .unwrap()
                 .len(),
             0

@@ -42,14 +42,20 @@ pub fn load(path: &std::path::Path) -> Result<LabelledSet> {
     serde_json::from_str(&text).with_context(|| format!("invalid labelled set {}", path.display()))
 }
 
-/// Ranks by similarity alone (recency and type weights off), so the figure measures the embedder.
-pub fn evaluate(set: &LabelledSet, embedder: Arc<dyn Embedder>) -> Result<Quality> {
+/// Ranks by relevance alone (recency and type weights off), so the figure measures the embedder
+/// and, with `token_rerank`, the token re-ranking (a no-op for embedders without token vectors).
+pub fn evaluate(
+    set: &LabelledSet,
+    embedder: Arc<dyn Embedder>,
+    token_rerank: bool,
+) -> Result<Quality> {
     let store = Store::open_in_memory()?;
     let settings = MemorySettings {
         weight_recency: 0.0,
         weight_type: 0.0,
         weight_similarity: 1.0,
         dedup_threshold: 1.01,
+        token_rerank,
         ..Default::default()
     };
     let memory = Memory::open(

@@ -1,10 +1,13 @@
 //! Memories: the text, who saved it and when, and the vector (little-endian f32) with the id of
-//! the embedder that made it.
+//! the embedder that made it, plus that embedder's token vectors when it has them.
+
+use std::collections::HashMap;
 
 use rusqlite::params;
 use serde::Serialize;
 
 use super::{OpResult, Store, json_list};
+use crate::memory::tokens::TokenVectors;
 use crate::time::now_ms;
 
 pub const MEMORY_TYPES: [&str; 6] = [
@@ -51,6 +54,15 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// What one embedder made of a memory. The token vectors, when given, are from the same embedder:
+/// a row never mixes two.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryVectors<'a> {
+    pub embedder_id: &'a str,
+    pub vector: &'a [f32],
+    pub tokens: Option<&'a TokenVectors>,
+}
+
 const COLUMNS: &str = "id, content, memory_type, tags, related_files, agent_id, task_id, workflow_id, embedder_id, created_at";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MemoryRow> {
@@ -69,13 +81,18 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MemoryRow> {
 }
 
 impl Store {
-    /// Stores a memory, with its vector when one is given (else it is pending).
-    pub fn insert_memory(&self, m: &NewMemory, vector: Option<(&str, &[f32])>) -> OpResult<i64> {
+    /// Stores a memory, with its vectors when given (else it is pending).
+    pub fn insert_memory(
+        &self,
+        m: &NewMemory,
+        vectors: Option<MemoryVectors<'_>>,
+    ) -> OpResult<i64> {
         let conn = self.lock();
+        let tokens = vectors.and_then(|v| v.tokens);
         conn.prepare_cached(
             "INSERT INTO memories (content, memory_type, tags, related_files, agent_id, task_id, workflow_id,
-                embedder_id, dim, vector, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                embedder_id, dim, vector, created_at, token_ids, token_vectors)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             m.content,
@@ -85,19 +102,87 @@ impl Store {
             m.agent_id,
             m.task_id,
             m.workflow_id,
-            vector.map(|v| v.0),
-            vector.map(|v| v.1.len() as i64),
-            vector.map(|v| to_blob(v.1)),
+            vectors.map(|v| v.embedder_id),
+            vectors.map(|v| v.vector.len() as i64),
+            vectors.map(|v| to_blob(v.vector)),
             now_ms(),
+            tokens.map(TokenVectors::ids_blob),
+            tokens.map(TokenVectors::vectors_blob),
         ])?;
         Ok(conn.last_insert_rowid())
     }
 
-    pub fn set_memory_vector(&self, id: i64, embedder_id: &str, vector: &[f32]) -> OpResult<()> {
+    /// Replaces a memory's vectors (and clears token vectors of another embedder).
+    pub fn set_memory_vector(&self, id: i64, vectors: MemoryVectors<'_>) -> OpResult<()> {
         self.lock().execute(
-            "UPDATE memories SET embedder_id = ?2, dim = ?3, vector = ?4 WHERE id = ?1",
-            params![id, embedder_id, vector.len() as i64, to_blob(vector)],
+            "UPDATE memories SET embedder_id = ?2, dim = ?3, vector = ?4, token_ids = ?5, token_vectors = ?6
+             WHERE id = ?1",
+            params![
+                id,
+                vectors.embedder_id,
+                vectors.vector.len() as i64,
+                to_blob(vectors.vector),
+                vectors.tokens.map(TokenVectors::ids_blob),
+                vectors.tokens.map(TokenVectors::vectors_blob),
+            ],
         )?;
+        Ok(())
+    }
+
+    /// The token vectors from `embedder_id` of those of `ids` that have them. A blob that does
+    /// not decode is left out (that memory is ranked by its sentence vector alone) and logged.
+    pub fn memory_tokens(
+        &self,
+        ids: &[i64],
+        embedder_id: &str,
+    ) -> OpResult<HashMap<i64, TokenVectors>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT token_ids, token_vectors FROM memories
+             WHERE id = ?1 AND embedder_id = ?2 AND token_ids IS NOT NULL AND token_vectors IS NOT NULL",
+        )?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for id in ids {
+            let blobs = stmt
+                .query_map(params![id, embedder_id], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?
+                .next()
+                .transpose()?;
+            if let Some((token_ids, vectors)) = blobs {
+                match TokenVectors::from_blobs(&token_ids, &vectors) {
+                    Ok(t) => {
+                        out.insert(*id, t);
+                    }
+                    Err(e) => tracing::warn!("memory {id}: unreadable token vectors: {e:#}"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `each` with the token ids of every memory that has token vectors from
+    /// `embedder_id` (for document frequencies), without holding them all at once.
+    pub fn each_memory_token_ids(
+        &self,
+        embedder_id: &str,
+        mut each: impl FnMut(&[u32]),
+    ) -> OpResult<()> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT token_ids FROM memories WHERE embedder_id = ?1 AND token_ids IS NOT NULL",
+        )?;
+        let mut rows = stmt.query(params![embedder_id])?;
+        let mut ids = Vec::new();
+        while let Some(r) = rows.next()? {
+            let blob = r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            ids.clear();
+            ids.extend(
+                blob.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+            each(&ids);
+        }
         Ok(())
     }
 
@@ -145,25 +230,41 @@ impl Store {
         Ok(rows)
     }
 
-    /// How many memories have a vector from `embedder_id` of `dim` dimensions, and how many
-    /// memories there are in all.
-    pub fn count_memory_vectors(&self, embedder_id: &str, dim: usize) -> OpResult<(usize, usize)> {
+    /// How many memories are embedded by `embedder_id` (a vector of `dim` dimensions, and token
+    /// vectors too when `with_tokens`), and how many memories there are in all.
+    pub fn count_memory_vectors(
+        &self,
+        embedder_id: &str,
+        dim: usize,
+        with_tokens: bool,
+    ) -> OpResult<(usize, usize)> {
         let conn = self.lock();
         let (with, all): (i64, i64) = conn.prepare_cached(
-            "SELECT COUNT(*) FILTER (WHERE embedder_id = ?1 AND dim = ?2), COUNT(*) FROM memories",
+            "SELECT COUNT(*) FILTER (WHERE embedder_id = ?1 AND dim = ?2 AND (NOT ?3 OR token_ids IS NOT NULL)),
+                    COUNT(*)
+             FROM memories",
         )?
-        .query_row(params![embedder_id, dim as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        .query_row(params![embedder_id, dim as i64, with_tokens], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
         Ok((with as usize, all as usize))
     }
 
-    /// Memories whose vector is missing or from another embedder: (id, content).
-    pub fn memories_to_embed(&self, embedder_id: &str, dim: usize) -> OpResult<Vec<(i64, String)>> {
+    /// Memories not embedded by `embedder_id` (see `count_memory_vectors`): (id, content).
+    pub fn memories_to_embed(
+        &self,
+        embedder_id: &str,
+        dim: usize,
+        with_tokens: bool,
+    ) -> OpResult<Vec<(i64, String)>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT id, content FROM memories WHERE embedder_id IS NULL OR embedder_id != ?1 OR dim != ?2 ORDER BY id",
+            "SELECT id, content FROM memories
+             WHERE embedder_id IS NULL OR embedder_id != ?1 OR dim != ?2 OR (?3 AND token_ids IS NULL)
+             ORDER BY id",
         )?;
         let rows = stmt
-            .query_map(params![embedder_id, dim as i64], |r| {
+            .query_map(params![embedder_id, dim as i64, with_tokens], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;

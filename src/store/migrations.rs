@@ -1,7 +1,7 @@
 //! Numbered, append-only schema migrations. Never edit a shipped migration: add the next one.
 
 /// `(version, sql)`; applied in order inside one transaction each, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 const V1: &str = r#"
 CREATE TABLE workflow_definitions (
@@ -173,4 +173,11 @@ CREATE TABLE memories (
 );
 CREATE INDEX memories_pending ON memories(embedder_id);
 CREATE INDEX memories_created ON memories(created_at);
+"#;
+
+/// Token vectors for token re-ranking (`memory/tokens.rs`), from the memory's `embedder_id`; NULL
+/// when that embedder has none. Existing memories get them when next embedded.
+const V5: &str = r#"
+ALTER TABLE memories ADD COLUMN token_ids BLOB;
+ALTER TABLE memories ADD COLUMN token_vectors BLOB;
 "#;

@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use agents::{AgentKind, AgentView, Authenticated};
-pub use memories::{MEMORY_TYPES, MemoryRow, NewMemory};
+pub use memories::{MEMORY_TYPES, MemoryRow, MemoryVectors, NewMemory};
 pub use messages::MessageView;
 pub use runtime::AgentRuntime;
 pub use tasks::{NewTask, StatusUpdate, TaskFilter, TaskView};
@@ -228,11 +228,12 @@ mod tests {
     fn migrations_apply_once_and_reopen_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
+        let latest = migrations::MIGRATIONS.last().unwrap().0;
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4);
+        assert_eq!(store.schema_version().unwrap(), latest);
         drop(store);
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4);
+        assert_eq!(store.schema_version().unwrap(), latest);
         let mode: String = store
             .lock()
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
