@@ -581,9 +581,10 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                     } else {
                         let count = |k: &str| v[k].as_array().map(|a| a.len()).unwrap_or(0);
                         println!(
-                            "removed {} session(s) and {} worktree(s)",
+                            "removed {} session(s), {} worktree(s) and {} agent dir(s)",
                             count("sessions_killed"),
-                            count("worktrees_removed")
+                            count("worktrees_removed"),
+                            count("agent_dirs_removed")
                         );
                     }
                 }

@@ -582,9 +582,31 @@ fn people_can_watch_message_stop_and_clean_up_agents() {
         "no agent was started for a killed task"
     );
 
-    // Leftovers no agent owns: a session on our tmux server and a worktree.
+    // Leftovers no agent owns: a session on our tmux server and a worktree; and the dir of the
+    // agent that was stopped (its CLI config and token), once it is a minute old.
+    let agent_dir = dir.path().join(".hephaestus/agents").join(&agent_id[..8]);
+    assert!(agent_dir.is_dir());
+    let young = coord.cli(&["agents", "gc"]);
+    assert_eq!(
+        young["agent_dirs_removed"],
+        serde_json::json!([]),
+        "{young}"
+    );
+    assert!(agent_dir.is_dir());
+    let aged = Command::new("touch")
+        .args(["-d", "2 minutes ago"])
+        .arg(&agent_dir)
+        .status()
+        .unwrap();
+    assert!(aged.success());
     let orphan = make_orphans(dir.path(), &tmux, &worktrees, "cafebabe");
     let report = coord.cli(&["agents", "gc"]);
+    assert_eq!(
+        report["agent_dirs_removed"],
+        serde_json::json!([agent_dir.display().to_string()]),
+        "{report}"
+    );
+    assert!(!agent_dir.exists());
     assert_eq!(
         report["sessions_killed"],
         serde_json::json!(["hep-cafebabe"]),

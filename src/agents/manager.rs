@@ -114,10 +114,15 @@ impl AgentManager {
         tracing::info!(cli = self.cli.as_str(), base = %self.base_branch, "agent manager started");
         // Leftovers of a previous run (sessions and worktrees no live agent owns) go first.
         match self.gc().await {
-            Ok(r) if !r.sessions_killed.is_empty() || !r.worktrees_removed.is_empty() => {
+            Ok(r)
+                if !r.sessions_killed.is_empty()
+                    || !r.worktrees_removed.is_empty()
+                    || !r.agent_dirs_removed.is_empty() =>
+            {
                 tracing::info!(
                     sessions = r.sessions_killed.len(),
                     worktrees = r.worktrees_removed.len(),
+                    agent_dirs = r.agent_dirs_removed.len(),
                     "removed leftovers of a previous run"
                 )
             }
@@ -1075,6 +1080,8 @@ impl AgentManager {
 pub struct GcReport {
     pub sessions_killed: Vec<String>,
     pub worktrees_removed: Vec<String>,
+    /// Per-agent dirs (CLI config, private CLI homes, the first message) of agents that ended.
+    pub agent_dirs_removed: Vec<String>,
 }
 
 impl AgentManager {
@@ -1219,6 +1226,39 @@ impl AgentManager {
             self.blocking(move || wt.remove(&i, merged)).await?;
             report.worktrees_removed.push(path.display().to_string());
         }
+        // What a dead agent's CLI left in its home (Codex keeps a ~250 MB package cache there)
+        // and its token, which nothing accepts any more. Links in it to the user's logins are
+        // removed as links: remove_dir_all does not follow them.
+        let agents_dir = self.state.config.data_dir.join("agents");
+        report.agent_dirs_removed = self
+            .blocking(move || {
+                let mut removed = Vec::new();
+                let entries = match std::fs::read_dir(&agents_dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("cannot list {}", agents_dir.display())));
+                    }
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let owned = entry.file_name().to_str().is_some_and(|n| live.contains(n));
+                    // A dir made after `live` was read belongs to an agent being launched.
+                    let fresh = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < Duration::from_secs(60)));
+                    if owned || fresh || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        continue;
+                    }
+                    std::fs::remove_dir_all(&path)
+                        .with_context(|| format!("cannot remove {}", path.display()))?;
+                    removed.push(path.display().to_string());
+                }
+                Ok(removed)
+            })
+            .await?;
         Ok(report)
     }
 }
