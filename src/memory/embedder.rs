@@ -15,6 +15,17 @@ pub struct Embedding {
     pub tokens: Option<TokenVectors>,
 }
 
+/// Sentence vectors as embeddings without token vectors.
+pub fn without_tokens(vectors: Vec<Vec<f32>>) -> Vec<Embedding> {
+    vectors
+        .into_iter()
+        .map(|vector| Embedding {
+            vector,
+            tokens: None,
+        })
+        .collect()
+}
+
 pub trait Embedder: Send + Sync {
     /// Identifies the vector space: vectors from different ids are never compared.
     fn id(&self) -> &str;
@@ -26,14 +37,7 @@ pub trait Embedder: Send + Sync {
     }
     /// Like `embed`, with each text's token vectors when the model has them (one pass).
     fn embed_with_tokens(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
-        Ok(self
-            .embed(texts)?
-            .into_iter()
-            .map(|vector| Embedding {
-                vector,
-                tokens: None,
-            })
-            .collect())
+        Ok(without_tokens(self.embed(texts)?))
     }
     /// True when search quality is below what a real model gives (shown in `status`).
     fn degraded(&self) -> bool {

@@ -342,14 +342,7 @@ impl Memory {
         if self.with_tokens(embedder) {
             embedder.embed_with_tokens(texts)
         } else {
-            Ok(embedder
-                .embed(texts)?
-                .into_iter()
-                .map(|vector| Embedding {
-                    vector,
-                    tokens: None,
-                })
-                .collect())
+            Ok(embedder::without_tokens(embedder.embed(texts)?))
         }
     }
 
