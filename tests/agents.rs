@@ -454,6 +454,133 @@ fn a_launch_interrupted_by_a_restart_is_resumed_by_the_next_coordinator() {
     drop(tmux);
 }
 
+/// The coordinator stops after typing the first message and pressing Enter, but before the agent
+/// acted on it (it is still thinking). The next coordinator only confirms with Enter: the message
+/// is not typed a second time, and the agent's late first tool call counts as the delivery.
+#[test]
+fn a_message_typed_before_a_restart_is_not_typed_again() {
+    let (dir, _worktrees) = agent_project("");
+    let config = dir.path().join("hephaestus.toml");
+    let slow = std::fs::read_to_string(&config).unwrap().replace(
+        "--mcp-config {mcp_config}",
+        "--mcp-config {mcp_config} --think-delay 8",
+    );
+    std::fs::write(&config, slow).unwrap();
+    let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let tmux = tmux_of(&first);
+    let id = create(&first, "WRITE typed.txt: once", &[]);
+    wait_until("the first message typed", Duration::from_secs(30), || {
+        events(dir.path()).iter().any(|(_, k)| k == "prompt_sent")
+    });
+    assert!(first.stop().success(), "{}", first.stderr());
+    drop(first);
+    let evs = events(dir.path());
+    assert!(
+        !evs.iter().any(|(_, k)| k == "prompt_delivered"),
+        "stopped before the agent acted: {evs:?}"
+    );
+
+    let second = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    wait_until(
+        "the resumed task done and merged",
+        Duration::from_secs(60),
+        || {
+            let t = task(&second, &id);
+            t["status"] == "done" && t["merge_status"] == "merged"
+        },
+    );
+    assert_eq!(
+        task(&second, &id)["summary"],
+        "wrote typed.txt; the task was typed in 1 time(s)"
+    );
+    let evs = events(dir.path());
+    let count = |kind: &str| evs.iter().filter(|(_, k)| k == kind).count();
+    assert_eq!(count("created"), 1, "{evs:?}");
+    assert_eq!(count("launch_resumed"), 1, "{evs:?}");
+    assert_eq!(count("prompt_delivered"), 1, "{evs:?}");
+    assert!(count("prompt_sent") >= 2, "Enter pressed again: {evs:?}");
+    drop(tmux);
+}
+
+/// The coordinator stopped after it had claimed a task for an agent but before the agent's
+/// session started (here: the session is gone and the database never recorded it). The next
+/// coordinator does not wait for an agent that will never connect: it requeues the task, ends the
+/// half-made agent and removes its worktree, and a new agent does the task.
+#[test]
+fn a_launch_interrupted_before_its_session_started_is_requeued() {
+    let (dir, _worktrees) = agent_project("");
+    let config = dir.path().join("hephaestus.toml");
+    let slow = std::fs::read_to_string(&config).unwrap().replace(
+        "--mcp-config {mcp_config}",
+        "--mcp-config {mcp_config} --connect-delay 4",
+    );
+    std::fs::write(&config, slow).unwrap();
+    let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let tmux = tmux_of(&first);
+    let id = create(&first, "WRITE requeued.txt: by the second agent", &[]);
+    wait_until(
+        "the agent's session started",
+        Duration::from_secs(30),
+        || events(dir.path()).iter().any(|(_, k)| k == "created"),
+    );
+    assert!(first.stop().success(), "{}", first.stderr());
+    drop(first);
+    let db = rusqlite::Connection::open(dir.path().join(".hephaestus/state.db")).unwrap();
+    let (agent, session, worktree): (String, String, String) = db
+        .query_row(
+            "SELECT id, tmux_session, worktree_path FROM agents WHERE kind = 'managed'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let killed = Command::new("tmux")
+        .args(["-L", &tmux.0, "kill-session", "-t", &format!("={session}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    db.execute(
+        "UPDATE agents SET tmux_session = NULL WHERE id = ?1",
+        [&agent],
+    )
+    .unwrap();
+    drop(db);
+
+    let second = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    wait_until(
+        "the requeued task done and merged",
+        Duration::from_secs(60),
+        || {
+            let t = task(&second, &id);
+            t["status"] == "done" && t["merge_status"] == "merged"
+        },
+    );
+    assert_eq!(
+        git(dir.path(), &["show", "trunk:requeued.txt"]),
+        "by the second agent\n"
+    );
+    let evs = events(dir.path());
+    let of_first = |kind: &str| evs.iter().filter(|(a, k)| a == &agent && k == kind).count();
+    assert_eq!(of_first("launch_interrupted"), 1, "{evs:?}");
+    assert_eq!(of_first("launch_resumed"), 0, "{evs:?}");
+    assert_eq!(of_first("prompt_sent"), 0, "{evs:?}");
+    let done_by = task(&second, &id)["assigned_agent_id"].clone();
+    assert!(
+        done_by.is_string() && done_by != serde_json::json!(agent),
+        "a new agent did the task: {done_by}"
+    );
+    assert!(
+        !Path::new(&worktree).exists(),
+        "the first agent's worktree is removed"
+    );
+    let status: String = rusqlite::Connection::open(dir.path().join(".hephaestus/state.db"))
+        .unwrap()
+        .query_row("SELECT status FROM agents WHERE id = ?1", [&agent], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(status, "terminated");
+}
+
 #[test]
 fn a_cli_that_never_connects_fails_its_task_with_what_the_terminal_showed() {
     let dir = project();
