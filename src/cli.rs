@@ -659,10 +659,15 @@ fn print_status(v: &Value) {
     print_agents(&v["agents"]);
     let m = &v["memory"];
     println!(
-        "memory: {} indexed, {} pending · embedder {} · {}",
+        "memory: {} indexed, {} pending · embedder {}{} · {}",
         m["indexed"],
         m["pending"],
         s(&m["embedder"]),
+        if m["token_rerank"] == Value::Bool(true) {
+            " with token re-ranking"
+        } else {
+            ""
+        },
         s(&m["backend"])
     );
     if let Some(note) = m["note"].as_str() {

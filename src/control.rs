@@ -232,6 +232,7 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             "tmux_socket": state.config.agents.tmux_socket,
             "memory": {
                 "embedder": state.memory.embedder_id(),
+                "token_rerank": state.memory.token_reranking(),
                 "degraded": state.memory.degraded(),
                 "note": state.memory.note(),
                 "backend": state.memory.backend(),

@@ -578,6 +578,10 @@ fn a_fresh_machine_fetches_the_model_in_the_background_and_switches_to_it() {
         "{}",
         early["memory"]
     );
+    assert_eq!(
+        early["memory"]["token_rerank"], false,
+        "the fallback has no token vectors"
+    );
     assert!(
         early["memory"]["note"]
             .as_str()
@@ -594,6 +598,7 @@ fn a_fresh_machine_fetches_the_model_in_the_background_and_switches_to_it() {
             && s["memory"]["note"].is_null()
     });
     assert_eq!(status["memory"]["degraded"], false);
+    assert_eq!(status["memory"]["token_rerank"], true);
     assert_eq!(status["memory"]["indexed"], 1);
     assert!(hephaestus::memory::minilm::is_cached(
         &hephaestus::memory::minilm_cache_dir(home.path())
@@ -673,6 +678,15 @@ fn token_re_ranking_runs_through_the_shim_and_old_stores_get_token_vectors() {
 
     let coord = Coordinator::start_with_env(dir.path(), &["--no-agents"], &env);
     let early = coord.cli(&["status"]);
+    assert_eq!(early["memory"]["token_rerank"], true, "{early}");
+    assert!(
+        coord.cli_text(&["status"]).contains(&format!(
+            "{} pending · embedder all-minilm-l6-v2 with token re-ranking",
+            set.memories.len()
+        )),
+        "{}",
+        coord.cli_text(&["status"])
+    );
     assert_eq!(early["memory"]["pending"], set.memories.len(), "{early}");
     assert_eq!(early["memory"]["indexed"], set.memories.len(), "{early}");
     let mut shim = RawShim::spawn(&coord, None);

@@ -332,6 +332,11 @@ impl Memory {
         self.embedder().degraded()
     }
 
+    /// True when search re-ranks by token vectors (on, and the embedder has them).
+    pub fn token_reranking(&self) -> bool {
+        self.with_tokens(&*self.embedder())
+    }
+
     /// True when memories get token vectors from `embedder` (and search re-ranks with them).
     fn with_tokens(&self, embedder: &dyn Embedder) -> bool {
         self.settings.token_rerank && embedder.has_tokens()
