@@ -247,6 +247,110 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_an_older_schema_keeps_its_memories_through_the_token_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            // The schema as version 4 left it, with one embedded memory.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (version, sql) in migrations::MIGRATIONS.iter().filter(|m| m.0 <= 4) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, 0)",
+                    rusqlite::params![version],
+                )
+                .unwrap();
+            }
+            let vector: Vec<u8> = [0.6f32, 0.8].iter().flat_map(|x| x.to_le_bytes()).collect();
+            conn.execute(
+                "INSERT INTO memories (content, memory_type, embedder_id, dim, vector, created_at)
+                 VALUES ('use WAL mode', 'decision', 'all-minilm-l6-v2', 2, ?1, 0)",
+                [vector],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.schema_version().unwrap(),
+            migrations::MIGRATIONS.last().unwrap().0
+        );
+        let vectors = store.memory_vectors("all-minilm-l6-v2", 2).unwrap();
+        assert_eq!(vectors.len(), 1);
+        assert_eq!(vectors[0].0.content, "use WAL mode");
+        assert_eq!(vectors[0].1, vec![0.6, 0.8]);
+        // Embedded as far as vectors go; still to embed for token vectors.
+        assert_eq!(
+            store
+                .count_memory_vectors("all-minilm-l6-v2", 2, false)
+                .unwrap(),
+            (1, 1)
+        );
+        assert_eq!(
+            store
+                .count_memory_vectors("all-minilm-l6-v2", 2, true)
+                .unwrap(),
+            (0, 1)
+        );
+        assert_eq!(
+            store
+                .memories_to_embed("all-minilm-l6-v2", 2, true)
+                .unwrap()
+                .len(),
+            1
+        );
+        let id = vectors[0].0.id;
+        assert!(
+            store
+                .memory_tokens(&[id], "all-minilm-l6-v2")
+                .unwrap()
+                .is_empty()
+        );
+        let tokens = crate::memory::tokens::TokenVectors {
+            ids: vec![42],
+            dim: 2,
+            vectors: vec![0.6, 0.8],
+        };
+        store
+            .set_memory_vector(
+                id,
+                MemoryVectors {
+                    embedder_id: "all-minilm-l6-v2",
+                    vector: &[0.6, 0.8],
+                    tokens: Some(&tokens),
+                },
+            )
+            .unwrap();
+        let stored = store.memory_tokens(&[id], "all-minilm-l6-v2").unwrap();
+        assert_eq!(stored[&id].ids, vec![42]);
+        // Another embedder's vector takes the token vectors with it.
+        store
+            .set_memory_vector(
+                id,
+                MemoryVectors {
+                    embedder_id: "hashing-v1-2",
+                    vector: &[1.0, 0.0],
+                    tokens: None,
+                },
+            )
+            .unwrap();
+        assert!(
+            store
+                .memory_tokens(&[id], "hashing-v1-2")
+                .unwrap()
+                .is_empty()
+        );
+        let mut seen = 0;
+        store
+            .each_memory_token_ids("all-minilm-l6-v2", |_| seen += 1)
+            .unwrap();
+        assert_eq!(seen, 0);
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
