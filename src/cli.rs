@@ -176,8 +176,22 @@ pub enum MemoryCommand {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Embed memories that lack a vector from the current embedder and rebuild the index
+    /// Embed memories that lack a vector (or token vectors) from the current embedder and rebuild
+    /// the index
     Reindex,
+    /// Save what agents should know, as a person (agents use the save_memory tool)
+    Save {
+        content: String,
+        /// error_fix, discovery, decision, learning, warning or codebase_knowledge
+        #[arg(long = "type")]
+        memory_type: String,
+        /// A tag (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// A file it concerns (repeatable)
+        #[arg(long = "file")]
+        related_files: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -486,6 +500,38 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                                 crate::time::age(m["created_at_ms"].as_i64().unwrap_or(now), now),
                                 first_line(s(&m["content"]), 90)
                             );
+                        }
+                    }
+                }
+                MemoryCommand::Save {
+                    content,
+                    memory_type,
+                    tags,
+                    related_files,
+                } => {
+                    let v = call(
+                        &config,
+                        Request::MemorySave {
+                            content,
+                            memory_type,
+                            tags,
+                            related_files,
+                        },
+                    )?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        match s(&v["outcome"]) {
+                            "duplicate" => println!(
+                                "not stored: memory {} already says this (similarity {:.2})",
+                                v["id"],
+                                v["similarity"].as_f64().unwrap_or(0.0)
+                            ),
+                            "pending" => println!(
+                                "saved memory {}; it becomes searchable once the embedder answers",
+                                v["id"]
+                            ),
+                            _ => println!("saved memory {}", v["id"]),
                         }
                     }
                 }

@@ -103,6 +103,15 @@ pub enum Request {
         limit: Option<usize>,
     },
     MemoryReindex,
+    /// Saves a memory written by a person (no agent, task or workflow).
+    MemorySave {
+        content: String,
+        memory_type: String,
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        related_files: Vec<String>,
+    },
     /// Registers an agent that runs outside the agent manager; returns its id and token.
     AgentRegister {
         name: String,
@@ -357,6 +366,37 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             )
         }
         Request::MemoryList { limit } => json!(store.list_memories(limit.unwrap_or(50))?),
+        Request::MemorySave {
+            content,
+            memory_type,
+            tags,
+            related_files,
+        } => {
+            if content.trim().is_empty() {
+                return Err(OpError::Invalid(
+                    "the memory's text must not be empty".into(),
+                ));
+            }
+            if !crate::store::MEMORY_TYPES.contains(&memory_type.as_str()) {
+                return Err(OpError::Invalid(format!(
+                    "unknown memory type {memory_type:?}: use one of {}",
+                    crate::store::MEMORY_TYPES.join(", ")
+                )));
+            }
+            let state = state.clone();
+            json!(
+                tokio::task::spawn_blocking(move || state.memory.save(crate::store::NewMemory {
+                    content,
+                    memory_type,
+                    tags,
+                    related_files,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| OpError::Internal(e.into()))?
+                .map_err(agent_op)?
+            )
+        }
         Request::MemoryReindex => {
             let state = state.clone();
             json!(

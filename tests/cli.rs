@@ -197,3 +197,63 @@ fn memory_commands_say_when_there_is_nothing_and_logs_to_a_file_are_plain_text()
     assert!(log.contains("coordinator listening"), "{log}");
     assert!(!log.contains('\u{1b}'), "{log}");
 }
+
+/// A person seeds what agents should know: saved with no agent, refused when malformed,
+/// deduplicated, and found by agents through the shim.
+#[test]
+fn people_save_memories_that_agents_find() {
+    let dir = project();
+    let coord = Coordinator::start(dir.path());
+    let save = |args: &[&str]| {
+        command(dir.path())
+            .args(["memory", "save"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let saved = text(save(&[
+        "The staging database is wiped every night at 02:00 UTC",
+        "--type",
+        "warning",
+        "--tag",
+        "staging",
+        "--file",
+        "deploy/staging.toml",
+    ]));
+    assert_eq!(saved, "saved memory 1\n");
+    let again = text(save(&[
+        "The staging database is wiped every night at 02:00 UTC",
+        "--type",
+        "warning",
+    ]));
+    assert!(
+        again.starts_with("not stored: memory 1 already says this"),
+        "{again}"
+    );
+    for (args, says) in [
+        (&["text", "--type", "gossip"][..], "use one of error_fix"),
+        (&["  ", "--type", "warning"][..], "must not be empty"),
+    ] {
+        let out = save(args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(coord.cli(&["memory", "list"]).as_array().unwrap().len(), 1);
+
+    let mut agent = common::RawShim::spawn(&coord, None);
+    agent.initialize("claude-code");
+    let found = agent.tool_ok(
+        "search_memories",
+        serde_json::json!({"query": "staging database wiped"}),
+    );
+    let top = &found["memories"][0];
+    assert_eq!(top["memory_type"], "warning", "{found}");
+    assert_eq!(top["agent_id"], Value::Null, "{found}");
+    assert_eq!(top["tags"], serde_json::json!(["staging"]), "{found}");
+    assert_eq!(
+        top["related_files"],
+        serde_json::json!(["deploy/staging.toml"]),
+        "{found}"
+    );
+}
