@@ -64,6 +64,10 @@ const WORDS: &[&str] = &[
 ];
 
 /// Deterministic pseudo-random sentences (xorshift), so runs compare.
+/// Memories stored besides the labelled set when measuring quality in a larger store.
+#[cfg(feature = "local-embeddings")]
+const FILLER: u64 = 2_000;
+
 fn sentence(seed: u64) -> String {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..12)
@@ -327,12 +331,28 @@ fn minilm_rows(dir: &Path, set_path: &Path) -> Result<()> {
         reranked.p50.as_secs_f64() / plain.p50.as_secs_f64(),
         reranked.p99.as_secs_f64() / plain.p99.as_secs_f64()
     );
+    eprintln!("MiniLM: retrieval quality among {FILLER} other memories…");
+    let filler: Vec<String> = (0..FILLER).map(|i| sentence(9_000_000 + i)).collect();
     for token_rerank in [false, true] {
         let how = if token_rerank {
             "with token re-ranking"
         } else {
             "sentence vectors only"
         };
+        let among = set
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|set| {
+                crate::memory::quality::evaluate_among(set, model.clone(), token_rerank, &filler)
+            });
+        match among {
+            Ok(q) => println!(
+                "| retrieval quality, MiniLM, {how}, among {FILLER} word-salad memories of the same vocabulary | top-1 {:.0}% | MRR {:.2} | relevance only |",
+                q.top1 * 100.0,
+                q.mrr
+            ),
+            Err(e) => println!("| retrieval quality among filler, MiniLM, {how} | n/a | | {e:#} |"),
+        }
         match quality(token_rerank) {
             Ok(q) => println!(
                 "| retrieval quality, MiniLM, {how} ({} labelled queries) | top-1 {:.0}% | MRR {:.2} | relevance only |",

@@ -49,6 +49,17 @@ pub fn evaluate(
     embedder: Arc<dyn Embedder>,
     token_rerank: bool,
 ) -> Result<Quality> {
+    evaluate_among(set, embedder, token_rerank, &[])
+}
+
+/// Like `evaluate`, with `filler` memories (of type learning) stored too: whether the right
+/// memory still comes first in a large store, whose filler also shifts the token frequencies.
+pub fn evaluate_among(
+    set: &LabelledSet,
+    embedder: Arc<dyn Embedder>,
+    token_rerank: bool,
+    filler: &[String],
+) -> Result<Quality> {
     let store = Store::open_in_memory()?;
     let settings = MemorySettings {
         weight_recency: 0.0,
@@ -64,6 +75,13 @@ pub fn evaluate(
         Box::new(super::vectors::Embedded::new()),
         settings,
     )?;
+    for text in filler {
+        memory.save(NewMemory {
+            content: text.clone(),
+            memory_type: "learning".into(),
+            ..Default::default()
+        })?;
+    }
     let mut ids = std::collections::HashMap::new();
     for m in &set.memories {
         let saved = memory.save(NewMemory {
