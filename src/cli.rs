@@ -536,15 +536,28 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                     }
                 }
                 MemoryCommand::Reindex => {
+                    // One request does the whole job; say up front what it will take.
+                    if !json
+                        && let Ok(status) = call(&config, Request::Status)
+                        && let Some(pending) = status["memory"]["pending"].as_u64()
+                        && pending > 0
+                    {
+                        eprintln!(
+                            "embedding {pending} memories with {}, then rebuilding the index…",
+                            s(&status["memory"]["embedder"])
+                        );
+                    }
+                    let started = std::time::Instant::now();
                     let v = call(&config, Request::MemoryReindex)?;
                     if json {
                         print_json(&v);
                     } else {
                         println!(
-                            "embedded {} memories; {} indexed with {}",
+                            "embedded {} memories; {} indexed with {} in {:.1} s",
                             v["embedded"],
                             v["indexed"],
-                            s(&v["embedder"])
+                            s(&v["embedder"]),
+                            started.elapsed().as_secs_f64()
                         );
                     }
                 }

@@ -709,4 +709,42 @@ fn token_re_ranking_runs_through_the_shim_and_old_stores_get_token_vectors() {
         )
         .unwrap();
     assert_eq!(stored as usize, set.memories.len());
+    drop(shim);
+    drop(coord);
+
+    // Without waiting for the background job: `memory reindex` says what it is about to do.
+    std::fs::write(
+        dir.path().join("hephaestus.toml"),
+        "[memory]\npending_retry_secs = 600\n",
+    )
+    .unwrap();
+    rusqlite::Connection::open(dir.path().join(".hephaestus/state.db"))
+        .unwrap()
+        .execute(
+            "UPDATE memories SET token_ids = NULL, token_vectors = NULL",
+            [],
+        )
+        .unwrap();
+    let _coord = Coordinator::start_with_env(dir.path(), &["--no-agents"], &env);
+    let out = common::command(dir.path())
+        .envs(env)
+        .args(["memory", "reindex"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (said, printed) = (
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+    );
+    let n = set.memories.len();
+    assert!(
+        said.contains(&format!("embedding {n} memories with all-minilm-l6-v2")),
+        "{said}"
+    );
+    assert!(
+        printed.starts_with(&format!(
+            "embedded {n} memories; {n} indexed with all-minilm-l6-v2 in "
+        )),
+        "{printed}"
+    );
 }
