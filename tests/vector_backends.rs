@@ -176,6 +176,17 @@ fn contract(backend: &dyn VectorBackend, embedder_id: &str) {
         "{who}"
     );
 
+    // A removed row is gone from search and count; removing it again, or one never held, is not
+    // an error.
+    backend.remove(&space, 301).unwrap();
+    backend.remove(&space, 301).unwrap();
+    backend.remove(&space, 999_999).unwrap();
+    assert_eq!(backend.count(&space).unwrap(), 300, "{who}");
+    let top = backend
+        .search(&space, &query, 1, &Filter::default())
+        .unwrap();
+    assert_eq!(top[0].id, 5, "{who}: {top:?}");
+
     // A rebuild holds exactly the new rows.
     backend.rebuild(&space, rows[..10].to_vec()).unwrap();
     assert_eq!(backend.count(&space).unwrap(), 10, "{who}");
@@ -659,8 +670,31 @@ impl Points for Db {
         }))
     }
 
+    async fn delete(
+        &self,
+        r: Request<q::DeletePoints>,
+    ) -> Result<Response<q::PointsOperationResponse>, Status> {
+        let r = r.into_inner();
+        let mut all = self.collections.lock().unwrap();
+        let c = all
+            .get_mut(&r.collection_name)
+            .ok_or_else(|| missing(&r.collection_name))?;
+        let Some(q::points_selector::PointsSelectorOneOf::Points(list)) =
+            r.points.and_then(|p| p.points_selector_one_of)
+        else {
+            return Err(Status::unimplemented(
+                "the stand-in deletes by point ids only",
+            ));
+        };
+        for id in list.ids {
+            if let Some(q::point_id::PointIdOptions::Num(id)) = id.point_id_options {
+                c.points.remove(&id);
+            }
+        }
+        Ok(operation_done())
+    }
+
     unimplemented_rpcs! {
-        delete(DeletePoints) -> PointsOperationResponse;
         get(GetPoints) -> GetResponse;
         update_vectors(UpdatePointVectors) -> PointsOperationResponse;
         delete_vectors(DeletePointVectors) -> PointsOperationResponse;

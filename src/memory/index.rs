@@ -190,6 +190,30 @@ impl VectorIndex {
         Ok(())
     }
 
+    /// Removes a vector; true if it was there. The last row moves into its place, so the slab
+    /// stays contiguous.
+    pub fn remove(&mut self, id: i64) -> bool {
+        let Some(row) = self.rows.remove(&id) else {
+            return false;
+        };
+        let last = self.ids.len() - 1;
+        if row != last {
+            let moved = self.ids[last];
+            self.ids[row] = moved;
+            self.meta.swap(row, last);
+            self.data
+                .copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
+            self.rough
+                .copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
+            self.rows.insert(moved, row);
+        }
+        self.ids.truncate(last);
+        self.meta.truncate(last);
+        self.data.truncate(last * self.dim);
+        self.rough.truncate(last * self.dim);
+        true
+    }
+
     /// The `k` rows most similar to `query` that pass `filter`, best first.
     pub fn search(&self, query: &[f32], k: usize, filter: &Filter) -> Vec<Hit> {
         if query.len() != self.dim || k == 0 {
@@ -313,6 +337,36 @@ mod tests {
             }).collect();
             all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             let want: Vec<i64> = all.iter().take(k).map(|p| p.1).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        /// After removals (each moving the last row into the hole), search equals a full sort
+        /// of the rows that are left.
+        #[test]
+        fn removal_keeps_search_exact(rows in proptest::collection::vec(proptest::collection::vec(-1.0f32..1.0, 8), 1..40),
+                                      gone in proptest::collection::vec(proptest::bool::ANY, 40),
+                                      query in proptest::collection::vec(-1.0f32..1.0, 8)) {
+            let mut idx = VectorIndex::new(8);
+            for (i, r) in rows.iter().enumerate() {
+                idx.upsert(i as i64, r.clone(), meta("learning", None)).unwrap();
+            }
+            for (i, _) in rows.iter().enumerate().filter(|(i, _)| gone[*i]) {
+                prop_assert!(idx.remove(i as i64));
+                prop_assert!(!idx.remove(i as i64));
+            }
+            let kept: Vec<usize> = (0..rows.len()).filter(|i| !gone[*i]).collect();
+            prop_assert_eq!(idx.len(), kept.len());
+            let k = rows.len();
+            let got: Vec<i64> = idx.search(&query, k, &Filter::default()).iter().map(|h| h.id).collect();
+            let mut q = query.clone();
+            normalize(&mut q);
+            let mut all: Vec<(f32, i64)> = kept.iter().map(|&i| {
+                let mut r = rows[i].clone();
+                normalize(&mut r);
+                (dot(&q, &r), i as i64)
+            }).collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let want: Vec<i64> = all.iter().map(|p| p.1).collect();
             prop_assert_eq!(got, want);
         }
     }

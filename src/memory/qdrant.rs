@@ -15,8 +15,8 @@ use anyhow::{Context, Result, anyhow};
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
-    Distance, FieldType, Filter as QFilter, PointStruct, QueryPointsBuilder, UpsertPointsBuilder,
-    Value, VectorParamsBuilder, point_id::PointIdOptions,
+    DeletePointsBuilder, Distance, FieldType, Filter as QFilter, PointStruct, QueryPointsBuilder,
+    UpsertPointsBuilder, Value, VectorParamsBuilder, point_id::PointIdOptions,
 };
 
 use super::QdrantSettings;
@@ -210,6 +210,26 @@ impl VectorBackend for QdrantBackend {
             .map(drop)
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("qdrant at {}: upserting a point", self.settings.url))
+    }
+
+    fn remove(&self, space: &Space, id: i64) -> Result<()> {
+        let Ok(point) = u64::try_from(id) else {
+            return Ok(()); // never stored: point ids are memory ids, which are positive
+        };
+        let name = self.collection(space);
+        match self.runtime.block_on(
+            self.client.delete_points(
+                DeletePointsBuilder::new(&name)
+                    .points(vec![point])
+                    .wait(true),
+            ),
+        ) {
+            // No collection yet: nothing to remove.
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(anyhow!("{e}"))
+                .with_context(|| format!("qdrant at {}: deleting a point", self.settings.url)),
+        }
     }
 
     fn search(&self, space: &Space, query: &[f32], k: usize, f: &Filter) -> Result<Vec<Hit>> {

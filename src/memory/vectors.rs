@@ -41,6 +41,8 @@ pub trait VectorBackend: Send + Sync {
     fn rebuild(&self, space: &Space, rows: Vec<Row>) -> Result<()>;
     /// Adds or replaces one row.
     fn upsert(&self, space: &Space, row: Row) -> Result<()>;
+    /// Removes one row, if it is there.
+    fn remove(&self, space: &Space, id: i64) -> Result<()>;
     /// The `k` rows most similar to `query` (cosine) that pass `filter`, best first.
     fn search(&self, space: &Space, query: &[f32], k: usize, filter: &Filter) -> Result<Vec<Hit>>;
     /// How many rows the backend holds for `space` (0 when it holds none).
@@ -116,6 +118,17 @@ impl VectorBackend for Embedded {
             index
                 .upsert(row.id, row.vector, row.meta)
                 .map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, space: &Space, id: i64) -> Result<()> {
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, index)) = held.as_mut() {
+            if s != space {
+                bail!("the memory index holds {s}, not {space}: it is being rebuilt, retry");
+            }
+            index.remove(id);
         }
         Ok(())
     }
