@@ -179,6 +179,8 @@ pub enum MemoryCommand {
     /// Embed memories that lack a vector (or token vectors) from the current embedder and rebuild
     /// the index
     Reindex,
+    /// Delete a memory that is wrong or out of date
+    Delete { id: i64 },
     /// Save what agents should know, as a person (agents use the save_memory tool)
     Save {
         content: String,
@@ -501,6 +503,14 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                                 first_line(s(&m["content"]), 90)
                             );
                         }
+                    }
+                }
+                MemoryCommand::Delete { id } => {
+                    let v = call(&config, Request::MemoryDelete { id })?;
+                    if json {
+                        print_json(&v);
+                    } else {
+                        println!("deleted memory {id}");
                     }
                 }
                 MemoryCommand::Save {

@@ -103,6 +103,10 @@ pub enum Request {
         limit: Option<usize>,
     },
     MemoryReindex,
+    /// Deletes a memory (a wrong one misleads every later agent).
+    MemoryDelete {
+        id: i64,
+    },
     /// Saves a memory written by a person (no agent, task or workflow).
     MemorySave {
         content: String,
@@ -366,6 +370,19 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             )
         }
         Request::MemoryList { limit } => json!(store.list_memories(limit.unwrap_or(50))?),
+        Request::MemoryDelete { id } => {
+            let state = state.clone();
+            let deleted = tokio::task::spawn_blocking(move || state.memory.delete(id))
+                .await
+                .map_err(|e| OpError::Internal(e.into()))?
+                .map_err(agent_op)?;
+            if !deleted {
+                return Err(OpError::NotFound(format!(
+                    "no memory {id}: see `hephaestus memory list`"
+                )));
+            }
+            json!({"deleted": id})
+        }
         Request::MemorySave {
             content,
             memory_type,

@@ -199,9 +199,9 @@ fn memory_commands_say_when_there_is_nothing_and_logs_to_a_file_are_plain_text()
 }
 
 /// A person seeds what agents should know: saved with no agent, refused when malformed,
-/// deduplicated, and found by agents through the shim.
+/// deduplicated, and found by agents through the shim; and deletes a wrong memory.
 #[test]
-fn people_save_memories_that_agents_find() {
+fn people_save_memories_that_agents_find_and_delete_wrong_ones() {
     let dir = project();
     let coord = Coordinator::start(dir.path());
     let save = |args: &[&str]| {
@@ -256,4 +256,41 @@ fn people_save_memories_that_agents_find() {
         serde_json::json!(["deploy/staging.toml"]),
         "{found}"
     );
+
+    // A wrong memory is deleted: gone from search, list and the index; a second delete says so.
+    text(save(&["Deploys go out on Fridays", "--type", "decision"]));
+    assert_eq!(coord.cli(&["status"])["memory"]["indexed"], 2);
+    assert_eq!(
+        text(
+            command(dir.path())
+                .args(["memory", "delete", "2"])
+                .output()
+                .unwrap()
+        ),
+        "deleted memory 2\n"
+    );
+    let again = command(dir.path())
+        .args(["memory", "delete", "2"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no memory 2"),
+        "{again:?}"
+    );
+    let status = coord.cli(&["status"]);
+    assert_eq!(status["memory"]["indexed"], 1, "{status}");
+    let found = agent.tool_ok(
+        "search_memories",
+        serde_json::json!({"query": "when do deploys go out", "limit": 10}),
+    );
+    assert!(
+        found["memories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["id"] != 2),
+        "{found}"
+    );
+    assert_eq!(coord.cli(&["memory", "list"]).as_array().unwrap().len(), 1);
 }

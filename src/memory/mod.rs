@@ -603,6 +603,48 @@ impl Memory {
         Ok(Saved::Stored { id })
     }
 
+    /// Deletes a memory from SQLite, then from the index and the token frequencies. False if
+    /// there was no such memory. An index that cannot be reached is rebuilt later; until then
+    /// search skips the gone memory, whose row no longer exists.
+    pub fn delete(&self, id: i64) -> Result<bool> {
+        let Some(gone) = op(self.store.delete_memory(id))? else {
+            return Ok(false);
+        };
+        let embedder = self.embedder();
+        let space = space_of(&*embedder);
+        let current = gone.embedder_id.as_deref() == Some(space.embedder_id.as_str())
+            && gone.dim == Some(space.dim);
+        if current
+            && self.with_tokens(&*embedder)
+            && let Some(ids) = &gone.token_ids
+        {
+            self.frequencies
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(ids);
+        }
+        if current {
+            match self.backend.remove(&space, id) {
+                Ok(()) => {
+                    let _ = self
+                        .indexed
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            Some(n.saturating_sub(1))
+                        });
+                }
+                Err(e) => {
+                    self.stale.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        "memory {id} is deleted and leaves {} at its next rebuild: {e:#}",
+                        self.backend.describe()
+                    );
+                }
+            }
+        }
+        self.recount()?;
+        Ok(true)
+    }
+
     /// The best memories for `q`: relevance (similarity, refined by token coverage), recency
     /// and type combined; `min_similarity` applies to similarity alone.
     pub fn search(&self, q: &Query) -> Result<Vec<Found>> {
@@ -857,9 +899,15 @@ mod tests {
         on.save(new("tokens are counted as memories are saved", "learning"))
             .unwrap();
         assert_eq!(on.frequencies.read().unwrap().docs(), 3);
+        // Deleting forgets the memory's tokens and its index row.
+        let last = on.store.list_memories(1).unwrap().remove(0).id;
+        assert!(on.delete(last).unwrap());
+        assert!(!on.delete(last).unwrap());
+        assert_eq!(on.frequencies.read().unwrap().docs(), 2);
+        assert_eq!(on.indexed(), 2);
         drop(on);
         // A restart counts them again from the store.
-        assert_eq!(open(true).frequencies.read().unwrap().docs(), 3);
+        assert_eq!(open(true).frequencies.read().unwrap().docs(), 2);
     }
 
     #[test]

@@ -113,6 +113,19 @@ impl DocumentFrequencies {
         }
     }
 
+    /// Forgets one memory with these tokens (one that `add` counted).
+    pub fn remove(&mut self, ids: &[u32]) {
+        self.docs = self.docs.saturating_sub(1);
+        for id in ids.iter().copied().collect::<HashSet<_>>() {
+            if let Some(n) = self.counts.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.counts.remove(&id);
+                }
+            }
+        }
+    }
+
     pub fn docs(&self) -> usize {
         self.docs
     }
@@ -185,6 +198,12 @@ mod tests {
         df.add(&[1, 1]);
         assert!(df.idf(2) > df.idf(1));
         assert!((df.idf(99) - ((4f32).ln() + 1.0)).abs() < 1e-6);
+        let mut forgot = df.clone();
+        forgot.add(&[2, 5]);
+        forgot.remove(&[2, 5]);
+        assert_eq!(forgot.docs(), df.docs());
+        assert_eq!(forgot.idf(2), df.idf(2));
+        assert_eq!(forgot.idf(5), df.idf(5));
         let query = tokens(&[1, 2], &[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]);
         let rare = tokens(&[2], &[[0.0, 1.0, 0.0]]);
         let common = tokens(&[1], &[[1.0, 0.0, 0.0]]);

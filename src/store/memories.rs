@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{OpResult, Store, json_list};
@@ -61,6 +61,14 @@ pub struct MemoryVectors<'a> {
     pub embedder_id: &'a str,
     pub vector: &'a [f32],
     pub tokens: Option<&'a TokenVectors>,
+}
+
+/// What `delete_memory` removed, as far as the indexes care.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletedMemory {
+    pub embedder_id: Option<String>,
+    pub dim: Option<usize>,
+    pub token_ids: Option<Vec<u32>>,
 }
 
 const COLUMNS: &str = "id, content, memory_type, tags, related_files, agent_id, task_id, workflow_id, embedder_id, created_at";
@@ -248,6 +256,29 @@ impl Store {
             Ok((r.get(0)?, r.get(1)?))
         })?;
         Ok((with as usize, all as usize))
+    }
+
+    /// Deletes a memory. Returns what the indexes need to forget it: the embedder of its vector
+    /// (if any) and its token ids (if any); None if there was no such memory.
+    pub fn delete_memory(&self, id: i64) -> OpResult<Option<DeletedMemory>> {
+        let conn = self.lock();
+        let gone = conn
+            .prepare_cached(
+                "DELETE FROM memories WHERE id = ?1 RETURNING embedder_id, dim, token_ids",
+            )?
+            .query_row(params![id], |r| {
+                Ok(DeletedMemory {
+                    embedder_id: r.get(0)?,
+                    dim: r.get::<_, Option<i64>>(1)?.map(|d| d as usize),
+                    token_ids: r.get::<_, Option<Vec<u8>>>(2)?.map(|b| {
+                        b.chunks_exact(4)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect()
+                    }),
+                })
+            })
+            .optional()?;
+        Ok(gone)
     }
 
     /// Memories not embedded by `embedder_id` (see `count_memory_vectors`): (id, content).
