@@ -34,6 +34,32 @@ fn agent_project(extra: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Stops the agents' private tmux server when a test ends, whatever happened.
+/// `agent_project` whose scripted agent gets extra command-line `flags`.
+fn agent_project_with_flags(flags: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, worktrees) = agent_project("");
+    let config = dir.path().join("hephaestus.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "--mcp-config {mcp_config}",
+        &format!("--mcp-config {{mcp_config}} {flags}"),
+    );
+    std::fs::write(&config, text).unwrap();
+    (dir, worktrees)
+}
+
+/// Waits until the agent events include one of `kind`.
+fn wait_for_event(dir: &Path, kind: &str) {
+    wait_until(&format!("a {kind} event"), Duration::from_secs(30), || {
+        events(dir).iter().any(|(_, k)| k == kind)
+    });
+}
+
+fn wait_done_and_merged(coord: &Coordinator, id: &str) {
+    wait_until("the task done and merged", Duration::from_secs(60), || {
+        let t = task(coord, id);
+        t["status"] == "done" && t["merge_status"] == "merged"
+    });
+}
+
 struct TmuxServer(String);
 
 impl Drop for TmuxServer {
@@ -401,21 +427,11 @@ fn an_agent_that_dies_has_its_task_requeued_and_continued() {
 /// first message once, and the task completes, with no second agent spawned for it.
 #[test]
 fn a_launch_interrupted_by_a_restart_is_resumed_by_the_next_coordinator() {
-    let (dir, _worktrees) = agent_project("");
-    let config = dir.path().join("hephaestus.toml");
-    let slow = std::fs::read_to_string(&config).unwrap().replace(
-        "--mcp-config {mcp_config}",
-        "--mcp-config {mcp_config} --connect-delay 4",
-    );
-    std::fs::write(&config, slow).unwrap();
+    let (dir, _worktrees) = agent_project_with_flags("--connect-delay 4");
     let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
     let tmux = tmux_of(&first);
     let id = create(&first, "WRITE resumed.txt: after a restart", &[]);
-    wait_until(
-        "the agent's session started",
-        Duration::from_secs(30),
-        || events(dir.path()).iter().any(|(_, k)| k == "created"),
-    );
+    wait_for_event(dir.path(), "created");
     let stopped = Instant::now();
     assert!(first.stop().success(), "{}", first.stderr());
     assert!(
@@ -433,14 +449,7 @@ fn a_launch_interrupted_by_a_restart_is_resumed_by_the_next_coordinator() {
     drop(db);
 
     let second = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    wait_until(
-        "the resumed task done and merged",
-        Duration::from_secs(60),
-        || {
-            let t = task(&second, &id);
-            t["status"] == "done" && t["merge_status"] == "merged"
-        },
-    );
+    wait_done_and_merged(&second, &id);
     assert_eq!(
         git(dir.path(), &["show", "trunk:resumed.txt"]),
         "after a restart\n"
@@ -459,19 +468,11 @@ fn a_launch_interrupted_by_a_restart_is_resumed_by_the_next_coordinator() {
 /// is not typed a second time, and the agent's late first tool call counts as the delivery.
 #[test]
 fn a_message_typed_before_a_restart_is_not_typed_again() {
-    let (dir, _worktrees) = agent_project("");
-    let config = dir.path().join("hephaestus.toml");
-    let slow = std::fs::read_to_string(&config).unwrap().replace(
-        "--mcp-config {mcp_config}",
-        "--mcp-config {mcp_config} --think-delay 8",
-    );
-    std::fs::write(&config, slow).unwrap();
+    let (dir, _worktrees) = agent_project_with_flags("--think-delay 8");
     let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
     let tmux = tmux_of(&first);
     let id = create(&first, "WRITE typed.txt: once", &[]);
-    wait_until("the first message typed", Duration::from_secs(30), || {
-        events(dir.path()).iter().any(|(_, k)| k == "prompt_sent")
-    });
+    wait_for_event(dir.path(), "prompt_sent");
     assert!(first.stop().success(), "{}", first.stderr());
     drop(first);
     let evs = events(dir.path());
@@ -481,14 +482,7 @@ fn a_message_typed_before_a_restart_is_not_typed_again() {
     );
 
     let second = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    wait_until(
-        "the resumed task done and merged",
-        Duration::from_secs(60),
-        || {
-            let t = task(&second, &id);
-            t["status"] == "done" && t["merge_status"] == "merged"
-        },
-    );
+    wait_done_and_merged(&second, &id);
     assert_eq!(
         task(&second, &id)["summary"],
         "wrote typed.txt; the task was typed in 1 time(s)"
@@ -508,21 +502,11 @@ fn a_message_typed_before_a_restart_is_not_typed_again() {
 /// half-made agent and removes its worktree, and a new agent does the task.
 #[test]
 fn a_launch_interrupted_before_its_session_started_is_requeued() {
-    let (dir, _worktrees) = agent_project("");
-    let config = dir.path().join("hephaestus.toml");
-    let slow = std::fs::read_to_string(&config).unwrap().replace(
-        "--mcp-config {mcp_config}",
-        "--mcp-config {mcp_config} --connect-delay 4",
-    );
-    std::fs::write(&config, slow).unwrap();
+    let (dir, _worktrees) = agent_project_with_flags("--connect-delay 4");
     let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
     let tmux = tmux_of(&first);
     let id = create(&first, "WRITE requeued.txt: by the second agent", &[]);
-    wait_until(
-        "the agent's session started",
-        Duration::from_secs(30),
-        || events(dir.path()).iter().any(|(_, k)| k == "created"),
-    );
+    wait_for_event(dir.path(), "created");
     assert!(first.stop().success(), "{}", first.stderr());
     drop(first);
     let db = rusqlite::Connection::open(dir.path().join(".hephaestus/state.db")).unwrap();
@@ -546,14 +530,7 @@ fn a_launch_interrupted_before_its_session_started_is_requeued() {
     drop(db);
 
     let second = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    wait_until(
-        "the requeued task done and merged",
-        Duration::from_secs(60),
-        || {
-            let t = task(&second, &id);
-            t["status"] == "done" && t["merge_status"] == "merged"
-        },
-    );
+    wait_done_and_merged(&second, &id);
     assert_eq!(
         git(dir.path(), &["show", "trunk:requeued.txt"]),
         "by the second agent\n"

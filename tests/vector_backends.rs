@@ -357,7 +357,7 @@ fn the_coordinator_keeps_memories_in_qdrant_and_survives_an_outage() {
 // ---------------------------------------------------------------------------------------------
 // The stand-in: an in-memory Qdrant that speaks its gRPC wire format, built on the service
 // traits qdrant-client generates from Qdrant's own .proto files. It implements what the backend
-// calls (collections: exists, create, delete; points: upsert, query, count, field indexes) with
+// calls (collections: exists, create, delete; points: upsert, query, count, delete, field indexes) with
 // Qdrant's semantics (cosine scores, `must` filters on keywords, NotFound for a missing
 // collection) and answers anything else with UNIMPLEMENTED.
 
@@ -371,6 +371,13 @@ struct Collection {
     dim: usize,
     points: HashMap<u64, (Vec<f32>, HashMap<String, q::Value>)>,
     indexed: Vec<String>,
+}
+
+fn collection_mut<'a>(
+    all: &'a mut HashMap<String, Collection>,
+    name: &str,
+) -> Result<&'a mut Collection, Status> {
+    all.get_mut(name).ok_or_else(|| missing(name))
 }
 
 #[derive(Clone, Default)]
@@ -557,9 +564,7 @@ impl Points for Db {
     ) -> Result<Response<q::PointsOperationResponse>, Status> {
         let r = r.into_inner();
         let mut all = self.collections.lock().unwrap();
-        let c = all
-            .get_mut(&r.collection_name)
-            .ok_or_else(|| missing(&r.collection_name))?;
+        let c = collection_mut(&mut all, &r.collection_name)?;
         for p in r.points {
             let Some(q::point_id::PointIdOptions::Num(id)) = p.id.and_then(|i| i.point_id_options)
             else {
@@ -592,9 +597,7 @@ impl Points for Db {
             ));
         }
         let mut all = self.collections.lock().unwrap();
-        let c = all
-            .get_mut(&r.collection_name)
-            .ok_or_else(|| missing(&r.collection_name))?;
+        let c = collection_mut(&mut all, &r.collection_name)?;
         c.indexed.push(r.field_name);
         c.indexed.sort();
         Ok(operation_done())
@@ -676,9 +679,7 @@ impl Points for Db {
     ) -> Result<Response<q::PointsOperationResponse>, Status> {
         let r = r.into_inner();
         let mut all = self.collections.lock().unwrap();
-        let c = all
-            .get_mut(&r.collection_name)
-            .ok_or_else(|| missing(&r.collection_name))?;
+        let c = collection_mut(&mut all, &r.collection_name)?;
         let Some(q::points_selector::PointsSelectorOneOf::Points(list)) =
             r.points.and_then(|p| p.points_selector_one_of)
         else {
