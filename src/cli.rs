@@ -181,6 +181,14 @@ pub enum MemoryCommand {
     Reindex,
     /// Delete a memory that is wrong or out of date
     Delete { id: i64 },
+    /// Write every memory as JSON lines, oldest first (to move them to another project)
+    Export {
+        /// Write here instead of to standard output
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Save the memories of an export; near-duplicates of stored ones are skipped
+    Import { file: std::path::PathBuf },
     /// Save what agents should know, as a person (agents use the save_memory tool)
     Save {
         content: String,
@@ -503,6 +511,54 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                                 first_line(s(&m["content"]), 90)
                             );
                         }
+                    }
+                }
+                MemoryCommand::Export { out } => {
+                    let v = call(&config, Request::MemoryExport)?;
+                    let mut text = String::new();
+                    for m in v.as_array().into_iter().flatten() {
+                        text.push_str(&serde_json::to_string(m)?);
+                        text.push('\n');
+                    }
+                    let n = v.as_array().map_or(0, Vec::len);
+                    match out {
+                        Some(path) => {
+                            std::fs::write(&path, text)
+                                .with_context(|| format!("cannot write {}", path.display()))?;
+                            eprintln!("exported {n} memories to {}", path.display());
+                        }
+                        None => print!("{text}"),
+                    }
+                }
+                MemoryCommand::Import { file } => {
+                    let memories = read_export(&file)?;
+                    let total = memories.len();
+                    let (mut stored, mut duplicates, mut pending) = (0, 0, 0);
+                    for (done, batch) in memories.chunks(100).enumerate() {
+                        let r = call(
+                            &config,
+                            Request::MemoryImport {
+                                memories: batch.to_vec(),
+                            },
+                        )?;
+                        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+                        (stored, duplicates, pending) = (
+                            stored + n("stored"),
+                            duplicates + n("duplicates"),
+                            pending + n("pending"),
+                        );
+                        if total > 100 {
+                            eprintln!("imported {}/{total}", (done * 100 + batch.len()));
+                        }
+                    }
+                    if json {
+                        print_json(&serde_json::json!({
+                            "stored": stored, "duplicates": duplicates, "pending": pending
+                        }));
+                    } else {
+                        println!(
+                            "imported {total} memories: {stored} stored, {duplicates} already known, {pending} pending"
+                        );
                     }
                 }
                 MemoryCommand::Delete { id } => {
@@ -861,4 +917,27 @@ fn print_task(t: &Value) {
     if let Some(r) = t["failure_reason"].as_str() {
         println!("  failure:   {r}");
     }
+}
+
+/// The memories of an export file, each checked, or an error naming the first bad line.
+fn read_export(path: &std::path::Path) -> Result<Vec<crate::control::ImportedMemory>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let m: crate::control::ImportedMemory = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{} line {}: not a memory (expected one JSON object per line, as `memory export` writes)",
+                path.display(),
+                i + 1
+            )
+        })?;
+        m.check()
+            .map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), i + 1))?;
+        out.push(m);
+    }
+    Ok(out)
 }

@@ -103,6 +103,12 @@ pub enum Request {
         limit: Option<usize>,
     },
     MemoryReindex,
+    /// Every memory, oldest first, as `memory export` writes them.
+    MemoryExport,
+    /// Saves memories from an export (duplicates of stored ones are skipped).
+    MemoryImport {
+        memories: Vec<ImportedMemory>,
+    },
     /// Deletes a memory (a wrong one misleads every later agent).
     MemoryDelete {
         id: i64,
@@ -370,6 +376,37 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             )
         }
         Request::MemoryList { limit } => json!(store.list_memories(limit.unwrap_or(50))?),
+        Request::MemoryExport => json!(store.all_memories()?),
+        Request::MemoryImport { memories } => {
+            for (i, m) in memories.iter().enumerate() {
+                m.check()
+                    .map_err(|e| OpError::Invalid(format!("memory {}: {e}", i + 1)))?;
+            }
+            let state = state.clone();
+            json!(
+                tokio::task::spawn_blocking(move || -> anyhow::Result<ImportReport> {
+                    let mut report = ImportReport::default();
+                    for m in memories {
+                        match state.memory.save(crate::store::NewMemory {
+                            content: m.content,
+                            memory_type: m.memory_type,
+                            tags: m.tags,
+                            related_files: m.related_files,
+                            created_at_ms: m.created_at_ms,
+                            ..Default::default()
+                        })? {
+                            crate::memory::Saved::Stored { .. } => report.stored += 1,
+                            crate::memory::Saved::Pending { .. } => report.pending += 1,
+                            crate::memory::Saved::Duplicate { .. } => report.duplicates += 1,
+                        }
+                    }
+                    Ok(report)
+                })
+                .await
+                .map_err(|e| OpError::Internal(e.into()))?
+                .map_err(agent_op)?
+            )
+        }
         Request::MemoryDelete { id } => {
             let state = state.clone();
             let deleted = tokio::task::spawn_blocking(move || state.memory.delete(id))
@@ -488,4 +525,42 @@ impl Client {
             ))
         }
     }
+}
+
+/// One memory of a `memory export` line. The agent, task and workflow it came from are not
+/// carried over: they belong to the exporting project's database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportedMemory {
+    pub content: String,
+    pub memory_type: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub related_files: Vec<String>,
+    #[serde(default)]
+    pub created_at_ms: Option<i64>,
+}
+
+impl ImportedMemory {
+    /// What the coordinator would refuse, said before anything is stored.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.content.trim().is_empty() {
+            return Err("its content is empty".into());
+        }
+        if !crate::store::MEMORY_TYPES.contains(&self.memory_type.as_str()) {
+            return Err(format!(
+                "unknown memory type {:?}: use one of {}",
+                self.memory_type,
+                crate::store::MEMORY_TYPES.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ImportReport {
+    pub stored: usize,
+    pub duplicates: usize,
+    pub pending: usize,
 }

@@ -294,3 +294,103 @@ fn people_save_memories_that_agents_find_and_delete_wrong_ones() {
     );
     assert_eq!(coord.cli(&["memory", "list"]).as_array().unwrap().len(), 1);
 }
+
+/// Memories move between projects: `memory export` writes JSON lines, `memory import` saves them
+/// in another project with their age, skips what it already knows, and refuses a bad file whole.
+#[test]
+fn memories_are_exported_and_imported_into_another_project() {
+    let from = project();
+    let source = Coordinator::start(from.path());
+    for (content, kind) in [
+        (
+            "Never run the migrations against production by hand",
+            "warning",
+        ),
+        ("The API moved to v2 in March", "discovery"),
+    ] {
+        text(
+            command(from.path())
+                .args(["memory", "save", content, "--type", kind])
+                .output()
+                .unwrap(),
+        );
+    }
+    let mut agent = common::RawShim::spawn(&source, None);
+    agent.initialize("claude-code");
+    agent.tool_ok(
+        "save_memory",
+        serde_json::json!({"content": "cargo test needs tmux", "memory_type": "learning", "tags": ["ci"]}),
+    );
+    let file = from.path().join("memories.jsonl");
+    let out = command(from.path())
+        .args(["memory", "export", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 3 memories"));
+    let exported = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(exported.lines().count(), 3, "{exported}");
+    assert_eq!(
+        text(
+            command(from.path())
+                .args(["memory", "export"])
+                .output()
+                .unwrap()
+        ),
+        exported
+    );
+    let original = source.cli(&["memory", "list"]);
+
+    let to = project();
+    let target = Coordinator::start(to.path());
+    let import = || {
+        command(to.path())
+            .args(["memory", "import"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        text(import()),
+        "imported 3 memories: 3 stored, 0 already known, 0 pending\n"
+    );
+    assert_eq!(
+        text(import()),
+        "imported 3 memories: 0 stored, 3 already known, 0 pending\n"
+    );
+    let imported = target.cli(&["memory", "list"]);
+    let by_content = |list: &Value, content: &str| -> Value {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["content"] == content)
+            .cloned()
+            .unwrap()
+    };
+    let learned = by_content(&imported, "cargo test needs tmux");
+    assert_eq!(learned["agent_id"], Value::Null, "{learned}");
+    assert_eq!(learned["tags"], serde_json::json!(["ci"]));
+    assert_eq!(
+        learned["created_at_ms"],
+        by_content(&original, "cargo test needs tmux")["created_at_ms"],
+        "an imported memory keeps its age"
+    );
+
+    // One bad line and nothing is stored.
+    let bad = to.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"content\": \"fine\", \"memory_type\": \"decision\"}\n{\"content\": \"x\", \"memory_type\": \"gossip\"}\n",
+    )
+    .unwrap();
+    let out = command(to.path())
+        .args(["memory", "import"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("gossip"), "{err}");
+    assert_eq!(target.cli(&["memory", "list"]).as_array().unwrap().len(), 3);
+}

@@ -155,6 +155,7 @@ impl McpSession {
                 agent_id: Some(caller),
                 task_id,
                 workflow_id,
+                created_at_ms: None,
             }))
             .await
             .map_err(|e| tool_error(format!("cannot save the memory: {e:#}")))

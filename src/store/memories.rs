@@ -28,6 +28,8 @@ pub struct NewMemory {
     pub agent_id: Option<String>,
     pub task_id: Option<String>,
     pub workflow_id: Option<String>,
+    /// When it was learned; now when None (an imported memory keeps its own).
+    pub created_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -113,7 +115,7 @@ impl Store {
             vectors.map(|v| v.embedder_id),
             vectors.map(|v| v.vector.len() as i64),
             vectors.map(|v| to_blob(v.vector)),
-            now_ms(),
+            m.created_at_ms.unwrap_or_else(now_ms),
             tokens.map(TokenVectors::ids_blob),
             tokens.map(TokenVectors::vectors_blob),
         ])?;
@@ -205,6 +207,14 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Every memory, oldest first.
+    pub fn all_memories(&self) -> OpResult<Vec<MemoryRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM memories ORDER BY id"))?;
+        let rows = stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Newest first.
