@@ -533,14 +533,10 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                 MemoryCommand::Import { file } => {
                     let memories = read_export(&file)?;
                     let total = memories.len();
-                    let (mut stored, mut duplicates, mut pending) = (0, 0, 0);
-                    for (done, batch) in memories.chunks(100).enumerate() {
-                        let r = call(
-                            &config,
-                            Request::MemoryImport {
-                                memories: batch.to_vec(),
-                            },
-                        )?;
+                    let (mut stored, mut duplicates, mut pending, mut done) = (0, 0, 0, 0);
+                    for batch in import_batches(memories) {
+                        done += batch.len();
+                        let r = call(&config, Request::MemoryImport { memories: batch })?;
                         let n = |k: &str| r[k].as_u64().unwrap_or(0);
                         (stored, duplicates, pending) = (
                             stored + n("stored"),
@@ -548,7 +544,7 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                             pending + n("pending"),
                         );
                         if total > 100 {
-                            eprintln!("imported {}/{total}", (done * 100 + batch.len()));
+                            eprintln!("imported {done}/{total}");
                         }
                     }
                     if json {
@@ -940,4 +936,74 @@ fn read_export(path: &std::path::Path) -> Result<Vec<crate::control::ImportedMem
         out.push(m);
     }
     Ok(out)
+}
+
+/// Splits an import into requests the coordinator takes: at most 100 memories and about 256 KiB
+/// of text each (a control request may be 1 MiB); a bigger memory goes alone.
+fn import_batches(
+    memories: Vec<crate::control::ImportedMemory>,
+) -> Vec<Vec<crate::control::ImportedMemory>> {
+    let mut batches: Vec<Vec<crate::control::ImportedMemory>> = Vec::new();
+    let mut bytes = 0;
+    for m in memories {
+        let size = m.content.len()
+            + m.tags
+                .iter()
+                .chain(&m.related_files)
+                .map(String::len)
+                .sum::<usize>()
+            + 100;
+        match batches.last_mut() {
+            Some(batch) if batch.len() < 100 && bytes + size <= 256 * 1024 => {
+                bytes += size;
+                batch.push(m);
+            }
+            _ => {
+                bytes = size;
+                batches.push(vec![m]);
+            }
+        }
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(bytes: usize) -> crate::control::ImportedMemory {
+        crate::control::ImportedMemory {
+            content: "x".repeat(bytes),
+            memory_type: "learning".into(),
+            tags: Vec::new(),
+            related_files: Vec::new(),
+            created_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn imports_go_in_requests_the_coordinator_accepts() {
+        let sizes = |b: Vec<Vec<crate::control::ImportedMemory>>| -> Vec<usize> {
+            b.iter().map(Vec::len).collect()
+        };
+        assert_eq!(
+            sizes(import_batches((0..250).map(|_| memory(10)).collect())),
+            vec![100, 100, 50]
+        );
+        // 100 KiB each: two fit in 256 KiB, the third starts a new request.
+        assert_eq!(
+            sizes(import_batches((0..5).map(|_| memory(100 * 1024)).collect())),
+            vec![2, 2, 1]
+        );
+        assert_eq!(
+            sizes(import_batches(vec![
+                memory(10),
+                memory(600 * 1024),
+                memory(10)
+            ])),
+            vec![1, 1, 1],
+            "a big memory goes alone"
+        );
+        assert!(import_batches(Vec::new()).is_empty());
+    }
 }
