@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,25 +69,20 @@ struct StandIn {
 
 impl StandIn {
     fn start() -> StandIn {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let log = Log::default();
         let l = log.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let l = l.clone();
-                std::thread::spawn(move || {
-                    if let Err(e) = serve_connection(stream, &l) {
-                        l.push(Seen {
-                            line: format!("(connection error: {e})"),
-                            tool_results: Vec::new(),
-                        });
-                    }
+        let addr = agent_cli::accept_each(move |stream| {
+            if let Err(e) = serve_connection(stream, &l) {
+                l.push(Seen {
+                    line: format!("(connection error: {e})"),
+                    tool_results: Vec::new(),
                 });
             }
         });
-        StandIn { url, log }
+        StandIn {
+            url: format!("http://{addr}"),
+            log,
+        }
     }
 }
 

@@ -366,56 +366,49 @@ struct Hub {
 #[cfg(feature = "local-embeddings")]
 fn hub(files: std::collections::HashMap<&'static str, Vec<u8>>) -> Hub {
     use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = paths.clone();
-    let files = std::sync::Arc::new(files);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let (log, files) = (log.clone(), files.clone());
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                reader.read_line(&mut first).unwrap();
-                loop {
-                    let mut header = String::new();
-                    if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
-                        break;
-                    }
-                }
-                let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
-                log.lock().unwrap().push(path.clone());
-                let mut out = stream;
-                let repo = "/sentence-transformers/all-MiniLM-L6-v2/resolve/main/";
-                let (head, body): (String, &[u8]) = if path == format!("{repo}model.safetensors") {
-                    (
-                        "302 Found\r\nlocation: /store/model.safetensors".into(),
-                        b"",
-                    )
-                } else if let Some(name) = path.strip_prefix(repo).or(path.strip_prefix("/store/"))
-                {
-                    match files.get(name) {
-                        Some(bytes) => (
-                            "200 OK\r\ncontent-type: application/octet-stream".into(),
-                            bytes,
-                        ),
-                        None => ("404 Not Found".into(), b"Entry not found"),
-                    }
-                } else {
-                    ("404 Not Found".into(), b"Repository not found")
-                };
-                let _ = write!(
-                    out,
-                    "HTTP/1.1 {head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = out.write_all(body);
-            });
+    let addr = common::agent_cli::accept_each(move |stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap() == 0 || header == "\r\n" {
+                break;
+            }
         }
+        let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+        log.lock().unwrap().push(path.clone());
+        let mut out = stream;
+        let repo = "/sentence-transformers/all-MiniLM-L6-v2/resolve/main/";
+        let (head, body): (String, &[u8]) = if path == format!("{repo}model.safetensors") {
+            (
+                "302 Found\r\nlocation: /store/model.safetensors".into(),
+                b"",
+            )
+        } else if let Some(name) = path.strip_prefix(repo).or(path.strip_prefix("/store/")) {
+            match files.get(name) {
+                Some(bytes) => (
+                    "200 OK\r\ncontent-type: application/octet-stream".into(),
+                    bytes,
+                ),
+                None => ("404 Not Found".into(), b"Entry not found"),
+            }
+        } else {
+            ("404 Not Found".into(), b"Repository not found")
+        };
+        let _ = write!(
+            out,
+            "HTTP/1.1 {head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = out.write_all(body);
     });
-    Hub { url, paths }
+    Hub {
+        url: format!("http://{addr}"),
+        paths,
+    }
 }
 
 /// The model files of a cache the machine already has, to serve or to pack into a wheel.

@@ -334,38 +334,47 @@ impl Reply {
     }
 }
 
+/// Listens on a free port of 127.0.0.1 and hands each connection to `handle` on a thread of its
+/// own. Returns the address.
+pub fn accept_each(
+    handle: impl Fn(std::net::TcpStream) + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(stream));
+        }
+    });
+    addr
+}
+
 /// A scripted model API on 127.0.0.1, keep-alive connections included: every request goes to
 /// `answer`. Returns `http://<addr>`.
 pub fn serve(answer: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> String {
     use std::io::Write;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let answer = std::sync::Arc::new(answer);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let answer = answer.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut out = stream;
-                while let Ok(Some(req)) = read_request(&mut reader) {
-                    let reply = answer(&req);
-                    let head = format!(
-                        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n\r\n",
-                        reply.status,
-                        if reply.status == 200 { "OK" } else { "Error" },
-                        reply.content_type,
-                        reply.body.len()
-                    );
-                    if out.write_all(head.as_bytes()).is_err()
-                        || out.write_all(reply.body.as_bytes()).is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+    let addr = accept_each(move |stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut out = stream;
+        while let Ok(Some(req)) = read_request(&mut reader) {
+            let reply = answer(&req);
+            let head = format!(
+                "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n\r\n",
+                reply.status,
+                if reply.status == 200 { "OK" } else { "Error" },
+                reply.content_type,
+                reply.body.len()
+            );
+            if out.write_all(head.as_bytes()).is_err()
+                || out.write_all(reply.body.as_bytes()).is_err()
+            {
+                return;
+            }
         }
     });
-    url
+    format!("http://{addr}")
 }
 
 /// What a stand-in saw: each request's path and credential, and each tool result that came

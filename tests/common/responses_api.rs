@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -228,26 +228,21 @@ pub struct StandIn {
 
 impl StandIn {
     pub fn start(script: Script) -> StandIn {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let log = Log::default();
         let l = log.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let l = l.clone();
-                std::thread::spawn(move || {
-                    if let Err(e) = serve_connection(stream, &l, script) {
-                        l.push(Seen {
-                            line: format!("(connection error: {e})"),
-                            authorization: None,
-                            tool_results: Vec::new(),
-                        });
-                    }
+        let addr = agent_cli::accept_each(move |stream| {
+            if let Err(e) = serve_connection(stream, &l, script) {
+                l.push(Seen {
+                    line: format!("(connection error: {e})"),
+                    authorization: None,
+                    tool_results: Vec::new(),
                 });
             }
         });
-        StandIn { url, log }
+        StandIn {
+            url: format!("http://{addr}/v1"),
+            log,
+        }
     }
 }
 
