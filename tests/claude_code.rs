@@ -499,13 +499,10 @@ fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
         "agent configuration was committed: {tree}"
     );
     // The manager saw the first message delivered (the first tool call) and merged the work.
-    let kinds = agent_cli::agent_event_kinds(dir.path());
-    for kind in ["created", "prompt_delivered", "terminated", "merged"] {
-        assert!(
-            kinds.iter().any(|k| k == kind),
-            "no {kind} event: {kinds:?}"
-        );
-    }
+    agent_cli::assert_events(
+        dir.path(),
+        &["created", "prompt_delivered", "terminated", "merged"],
+    );
     eprintln!(
         "Claude Code finished its task in {:.1}s",
         started.elapsed().as_secs_f64()

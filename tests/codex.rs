@@ -200,13 +200,10 @@ requires_openai_auth = true
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let kinds = agent_cli::agent_event_kinds(dir.path());
-    for kind in ["created", "prompt_delivered", "terminated", "merged"] {
-        assert!(
-            kinds.iter().any(|k| k == kind),
-            "no {kind} event: {kinds:?}"
-        );
-    }
+    agent_cli::assert_events(
+        dir.path(),
+        &["created", "prompt_delivered", "terminated", "merged"],
+    );
     eprintln!(
         "Codex finished its task in {:.1}s",
         started.elapsed().as_secs_f64()

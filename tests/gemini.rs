@@ -149,21 +149,12 @@ fn gemini_reads_its_task_and_reports_it_done_through_the_shim() {
     // The summary is the one the stand-in "model" chose, sent by Gemini CLI through the shim.
     assert_eq!(task["summary"], SUMMARY, "{task}");
     let seen = seen.lock().unwrap();
-    let get_task = seen
-        .results
-        .iter()
-        .find(|(n, _)| n == GET_TASK)
-        .unwrap_or_else(|| panic!("no get_task result reached the model: {:?}", seen.results));
+    let get_task = seen.result_of(GET_TASK);
     assert!(
-        get_task.1.contains(&id),
-        "get_task did not return this task: {}",
-        get_task.1
+        get_task.contains(&id),
+        "get_task did not return this task: {get_task}"
     );
-    assert!(
-        seen.results.iter().any(|(n, _)| n == UPDATE_STATUS),
-        "no update_task_status result reached the model: {:?}",
-        seen.results
-    );
+    seen.result_of(UPDATE_STATUS);
     // Every model request carried the user's key.
     assert!(!seen.requests.is_empty());
     for (path, key) in &seen.requests {
@@ -179,18 +170,15 @@ fn gemini_reads_its_task_and_reports_it_done_through_the_shim() {
         !tree.contains("settings.json"),
         "agent configuration was committed: {tree}"
     );
-    let kinds = agent_cli::agent_event_kinds(dir.path());
-    for kind in [
-        "created",
-        "connected",
-        "prompt_sent",
-        "prompt_delivered",
-        "terminated",
-        "merged",
-    ] {
-        assert!(
-            kinds.iter().any(|k| k == kind),
-            "no {kind} event: {kinds:?}"
-        );
-    }
+    agent_cli::assert_events(
+        dir.path(),
+        &[
+            "created",
+            "connected",
+            "prompt_sent",
+            "prompt_delivered",
+            "terminated",
+            "merged",
+        ],
+    );
 }

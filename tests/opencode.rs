@@ -168,15 +168,10 @@ fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
     // The summary is the one the stand-in "model" chose, sent by OpenCode through the shim.
     assert_eq!(task["summary"], SUMMARY, "{task}");
     let seen = seen.lock().unwrap();
-    let get_task = seen
-        .results
-        .iter()
-        .find(|(n, _)| n == GET_TASK)
-        .unwrap_or_else(|| panic!("no get_task result reached the model: {:?}", seen.results));
+    let get_task = seen.result_of(GET_TASK);
     assert!(
-        get_task.1.contains(&id),
-        "get_task did not return this task: {}",
-        get_task.1
+        get_task.contains(&id),
+        "get_task did not return this task: {get_task}"
     );
     // (The result of update_task_status may never reach the model: the session ends as soon as
     // the task is done, and the summary above already came through that call.)
@@ -194,18 +189,15 @@ fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
         git(dir.path(), &["show", &format!("trunk:{NOTE_FILE}")]),
         format!("{NOTE_TEXT}\n")
     );
-    let kinds = agent_cli::agent_event_kinds(dir.path());
-    for kind in [
-        "created",
-        "connected",
-        "prompt_sent",
-        "prompt_delivered",
-        "terminated",
-        "merged",
-    ] {
-        assert!(
-            kinds.iter().any(|k| k == kind),
-            "no {kind} event: {kinds:?}"
-        );
-    }
+    agent_cli::assert_events(
+        dir.path(),
+        &[
+            "created",
+            "connected",
+            "prompt_sent",
+            "prompt_delivered",
+            "terminated",
+            "merged",
+        ],
+    );
 }

@@ -154,19 +154,26 @@ pub fn processes_mentioning(path: &Path) -> Vec<(u32, String)> {
     found
 }
 
-/// The event kinds the manager logged, oldest first.
-pub fn agent_event_kinds(project: &Path) -> Vec<String> {
+/// Fails unless the manager logged an event of each of these kinds.
+pub fn assert_events(project: &Path, expected: &[&str]) {
     let db = rusqlite::Connection::open_with_flags(
         project.join(".hephaestus/state.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
-    db.prepare("SELECT kind FROM agent_events ORDER BY id")
+    let kinds: Vec<String> = db
+        .prepare("SELECT kind FROM agent_events ORDER BY id")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
         .map(Result::unwrap)
-        .collect()
+        .collect();
+    for kind in expected {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} event: {kinds:?}"
+        );
+    }
 }
 
 /// One HTTP request, as a stand-in needs it.
@@ -386,6 +393,15 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// What `tool` returned to the model (the first time); fails if it never reached it.
+    pub fn result_of(&self, tool: &str) -> &str {
+        self.results
+            .iter()
+            .find(|(n, _)| n == tool)
+            .map(|(_, r)| r.as_str())
+            .unwrap_or_else(|| panic!("no {tool} result reached the model: {:?}", self.results))
+    }
+
     pub fn result(&mut self, tool: &str, result: String) {
         if !self.results.iter().any(|r| r.0 == tool && r.1 == result) {
             self.results.push((tool.to_string(), result));
