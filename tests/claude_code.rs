@@ -264,18 +264,6 @@ fn sse(model: &str, answer: &Answer) -> String {
     out
 }
 
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i["text"].as_str().unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// The script. The conversation itself is the state: the next step follows from the last tool
 /// the "model" used, so a retried request gets the same answer.
 fn messages(body: &Value) -> (Answer, Seen) {
@@ -343,7 +331,7 @@ fn messages(body: &Value) -> (Answer, Seen) {
                     let id = block["tool_use_id"].as_str().unwrap_or_default();
                     tool_results.push((
                         names.get(id).cloned().unwrap_or_default(),
-                        text_of(&block["content"]),
+                        agent_cli::content_text(&block["content"]),
                         block["is_error"] == true,
                     ));
                 }
@@ -351,7 +339,7 @@ fn messages(body: &Value) -> (Answer, Seen) {
             }
         }
     }
-    let system = text_of(&body["system"]);
+    let system = agent_cli::content_text(&body["system"]);
     let worktree = system
         .split_once("your own git worktree (")
         .and_then(|(_, rest)| rest.split_once(')'))

@@ -433,3 +433,19 @@ impl Drop for OnFailure<'_> {
         }
     }
 }
+
+/// The text of a model API's content field: a string, or content items with `text`; empty when
+/// absent.
+pub fn content_text(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i["text"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}

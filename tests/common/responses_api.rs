@@ -75,7 +75,7 @@ impl Turn<'_> {
             .into_iter()
             .flatten()
             .filter(|item| item["role"] == role)
-            .map(|item| output_text(&item["content"]))
+            .map(|item| agent_cli::content_text(&item["content"]))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -88,7 +88,7 @@ impl Turn<'_> {
             .to_string();
         for item in self.body["input"].as_array().into_iter().flatten() {
             text.push('\n');
-            text.push_str(&output_text(&item["content"]));
+            text.push_str(&agent_cli::content_text(&item["content"]));
         }
         text
     }
@@ -133,7 +133,7 @@ pub fn read_turn(body: &Value) -> Turn<'_> {
                     .get(&item["call_id"].to_string())
                     .cloned()
                     .unwrap_or_default();
-                results.push((name, output_text(&item["output"])));
+                results.push((name, agent_cli::content_text(&item["output"])));
                 shape.push("output");
             }
             _ => shape.push(match item["role"].as_str() {
@@ -151,20 +151,6 @@ pub fn read_turn(body: &Value) -> Turn<'_> {
         last_call,
         results,
         shape,
-    }
-}
-
-/// Text of an output or a message's content: a string, or content items.
-fn output_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i["text"].as_str().unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Value::Null => String::new(),
-        other => other.to_string(),
     }
 }
 
