@@ -387,14 +387,7 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 tokio::task::spawn_blocking(move || -> anyhow::Result<ImportReport> {
                     let mut report = ImportReport::default();
                     for m in memories {
-                        match state.memory.save(crate::store::NewMemory {
-                            content: m.content,
-                            memory_type: m.memory_type,
-                            tags: m.tags,
-                            related_files: m.related_files,
-                            created_at_ms: m.created_at_ms,
-                            ..Default::default()
-                        })? {
+                        match state.memory.save(m.into_new())? {
                             crate::memory::Saved::Stored { .. } => report.stored += 1,
                             crate::memory::Saved::Pending { .. } => report.pending += 1,
                             crate::memory::Saved::Duplicate { .. } => report.duplicates += 1,
@@ -426,29 +419,20 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             tags,
             related_files,
         } => {
-            if content.trim().is_empty() {
-                return Err(OpError::Invalid(
-                    "the memory's text must not be empty".into(),
-                ));
-            }
-            if !crate::store::MEMORY_TYPES.contains(&memory_type.as_str()) {
-                return Err(OpError::Invalid(format!(
-                    "unknown memory type {memory_type:?}: use one of {}",
-                    crate::store::MEMORY_TYPES.join(", ")
-                )));
-            }
+            let memory = ImportedMemory {
+                content,
+                memory_type,
+                tags,
+                related_files,
+                created_at_ms: None,
+            };
+            memory.check().map_err(OpError::Invalid)?;
             let state = state.clone();
             json!(
-                tokio::task::spawn_blocking(move || state.memory.save(crate::store::NewMemory {
-                    content,
-                    memory_type,
-                    tags,
-                    related_files,
-                    ..Default::default()
-                }))
-                .await
-                .map_err(|e| OpError::Internal(e.into()))?
-                .map_err(agent_op)?
+                tokio::task::spawn_blocking(move || state.memory.save(memory.into_new()))
+                    .await
+                    .map_err(|e| OpError::Internal(e.into()))?
+                    .map_err(agent_op)?
             )
         }
         Request::MemoryReindex => {
@@ -527,8 +511,8 @@ impl Client {
     }
 }
 
-/// One memory of a `memory export` line. The agent, task and workflow it came from are not
-/// carried over: they belong to the exporting project's database.
+/// A memory from a person: `memory save`, or one line of a `memory export`. The agent, task and
+/// workflow it came from are not carried over: they belong to the exporting project's database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportedMemory {
     pub content: String,
@@ -545,7 +529,7 @@ impl ImportedMemory {
     /// What the coordinator would refuse, said before anything is stored.
     pub fn check(&self) -> std::result::Result<(), String> {
         if self.content.trim().is_empty() {
-            return Err("its content is empty".into());
+            return Err("the memory's text must not be empty".into());
         }
         if !crate::store::MEMORY_TYPES.contains(&self.memory_type.as_str()) {
             return Err(format!(
@@ -555,6 +539,18 @@ impl ImportedMemory {
             ));
         }
         Ok(())
+    }
+
+    /// A memory with no agent, task or workflow: one a person saves or imports.
+    fn into_new(self) -> crate::store::NewMemory {
+        crate::store::NewMemory {
+            content: self.content,
+            memory_type: self.memory_type,
+            tags: self.tags,
+            related_files: self.related_files,
+            created_at_ms: self.created_at_ms,
+            ..Default::default()
+        }
     }
 }
 
