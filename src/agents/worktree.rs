@@ -45,6 +45,11 @@ pub struct Worktrees {
     base_dir: PathBuf,
     /// Merges read the target, compute, then move it: two at once would lose one of them.
     merge_lock: Mutex<()>,
+    /// Adds and removals of worktrees, one at a time. libgit2 refuses a worktree add or a
+    /// branch delete as "already checked out" when another worktree's metadata is half
+    /// written or half removed at that moment (`git_repository_foreach_worktree` turns any
+    /// failed lookup into "found"), so parallel launches failed at random.
+    admin_lock: Mutex<()>,
 }
 
 /// Where a new worktree starts.
@@ -102,6 +107,7 @@ impl Worktrees {
             git_dir,
             base_dir,
             merge_lock: Mutex::new(()),
+            admin_lock: Mutex::new(()),
         };
         worktrees.repo()?;
         Ok(worktrees)
@@ -156,6 +162,10 @@ impl Worktrees {
         let path = self.base_dir.join(&name);
 
         let commit = resolve_base(&repo, base)?;
+        let _admin = self
+            .admin_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if repo.find_branch(&branch, BranchType::Local).is_ok() {
             bail!("branch {branch} already exists");
         }
@@ -353,6 +363,10 @@ impl Worktrees {
         let repo = self.repo()?;
         let name = format!("{NAME_PREFIX}{id8}");
         let path = self.base_dir.join(&name);
+        let _admin = self
+            .admin_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
 
         let metadata = self.git_dir.join("worktrees").join(&name);
         match repo.find_worktree(&name) {
@@ -772,7 +786,7 @@ fn copied_ignore_rules(repo: &Repository) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Once;
+    use std::sync::{Arc, Once};
 
     use git2::{ConfigLevel, RepositoryInitOptions, Time};
     use tempfile::TempDir;
@@ -1266,6 +1280,35 @@ mod tests {
             format!("{err:#}").contains("branch nope not found"),
             "{err:#}"
         );
+    }
+
+    /// Many agents start and end at once. libgit2 checks, for each worktree add and branch
+    /// delete, whether the branch is checked out in any worktree, and a worktree that another
+    /// thread is adding or removing right then reads as "checked out" (a precedence slip in
+    /// `git_repository_foreach_worktree`): every create and remove here must still succeed.
+    #[test]
+    fn parallel_creates_and_removes_do_not_trip_over_each_other() {
+        let fx = fixture();
+        let wt = Arc::new(fx.wt);
+        for round in 0..4 {
+            let workers: Vec<_> = (0..16)
+                .map(|i| {
+                    let wt = wt.clone();
+                    std::thread::spawn(move || -> Result<()> {
+                        let id = format!("p{round}{i:02}abcd");
+                        wt.create(&id, &BaseRef::Branch("trunk".into()), &[])?;
+                        wt.remove(&id, true)
+                    })
+                })
+                .collect();
+            for (i, worker) in workers.into_iter().enumerate() {
+                worker
+                    .join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}, worker {i}: {e:#}"));
+            }
+        }
+        assert!(wt.list().unwrap().is_empty());
     }
 
     #[test]
