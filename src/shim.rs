@@ -157,8 +157,18 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs the shim until the client closes stdin (exit 0) or the coordinator cannot be reached.
+///
+/// A managed agent's shim (one with an agent id) that finds no coordinator waits for one as it
+/// does after a disconnect: the agent manager started this CLI, so a coordinator is restarting,
+/// and an agent whose shim gave up would run on without its tools. A person's own shim says at
+/// once that nothing is listening.
 pub fn run(settings: ShimSettings) -> ExitCode {
-    let (writer, reader) = match connect(&settings) {
+    let first = if settings.agent_id.is_some() {
+        connect_patiently(&settings, "no coordinator is listening yet")
+    } else {
+        connect(&settings)
+    };
+    let (writer, reader) = match first {
         Ok(c) => c,
         Err(ConnectError::Unreachable(msg)) => {
             say(&msg);
@@ -316,36 +326,62 @@ fn reconnect(shared: &Shared) -> Option<BufReader<UnixStream>> {
             write_stdout(shared, answer.as_bytes());
         }
     }
+    let mut replays = 0;
+    let (writer, reader) = loop {
+        match connect_patiently(&shared.settings, "lost the coordinator") {
+            Ok((mut writer, mut reader)) => {
+                if replay_session(shared, &mut writer, &mut reader).is_ok() {
+                    break (writer, reader);
+                }
+                // The new coordinator went away during the replay: wait for the next one.
+                replays += 1;
+                if replays == 5 {
+                    say(
+                        "the coordinator keeps closing the connection during the replay; giving up",
+                    );
+                    return None;
+                }
+                std::thread::sleep(MAX_BACKOFF);
+            }
+            Err(ConnectError::Unreachable(msg) | ConnectError::Refused(msg)) => {
+                say(&msg);
+                return None;
+            }
+        }
+    };
+    let mut link = shared.link.lock().unwrap_or_else(|e| e.into_inner());
+    *link = Link::Up(writer);
+    shared.link_changed.notify_all();
+    say("reconnected");
+    Some(reader)
+}
+
+/// Connects, retrying with backoff for about half a minute while nobody listens (a coordinator
+/// restarting). A refusal is final.
+fn connect_patiently(
+    settings: &ShimSettings,
+    why: &str,
+) -> Result<(UnixStream, BufReader<UnixStream>), ConnectError> {
+    let mut last = match connect(settings) {
+        Err(ConnectError::Unreachable(msg)) => msg,
+        done => return done,
+    };
     say(&format!(
-        "lost the coordinator at {}; reconnecting",
-        shared.settings.socket.display()
+        "{why} at {}; waiting for it",
+        settings.socket.display()
     ));
     let mut backoff = FIRST_BACKOFF;
     for _ in 0..RECONNECT_ATTEMPTS {
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        let (mut writer, mut reader) = match connect(&shared.settings) {
-            Ok(c) => c,
-            Err(ConnectError::Unreachable(_)) => continue,
-            Err(ConnectError::Refused(msg)) => {
-                say(&msg);
-                return None;
-            }
-        };
-        if replay_session(shared, &mut writer, &mut reader).is_err() {
-            continue;
+        match connect(settings) {
+            Err(ConnectError::Unreachable(msg)) => last = msg,
+            done => return done,
         }
-        let mut link = shared.link.lock().unwrap_or_else(|e| e.into_inner());
-        *link = Link::Up(writer);
-        shared.link_changed.notify_all();
-        say("reconnected");
-        return Some(reader);
     }
-    say(&format!(
-        "the coordinator at {} did not come back after {RECONNECT_ATTEMPTS} attempts; giving up",
-        shared.settings.socket.display()
-    ));
-    None
+    Err(ConnectError::Unreachable(format!(
+        "the coordinator did not come up after {RECONNECT_ATTEMPTS} attempts; giving up: {last}"
+    )))
 }
 
 /// Re-opens the MCP session on a new connection as the client opened it, without the client

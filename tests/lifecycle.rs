@@ -54,12 +54,17 @@ fn socket_is_private_stale_sockets_are_replaced_and_sigterm_cleans_up() {
 fn the_shim_says_when_no_coordinator_runs() {
     let dir = project();
     let socket = dir.path().join(".hephaestus/coordinator.sock");
+    let started = std::time::Instant::now();
     let out = command(dir.path())
         .arg("shim")
         .env("HEPHAESTUS_SOCKET", &socket)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a person's shim (no agent id) does not wait for a coordinator"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&socket.display().to_string()), "{err}");
     assert!(err.contains("hephaestus serve"), "{err}");
@@ -67,6 +72,39 @@ fn the_shim_says_when_no_coordinator_runs() {
         out.stdout.is_empty(),
         "nothing on stdout: it belongs to the protocol"
     );
+}
+
+/// A managed agent's CLI can start its shim while the coordinator is restarting. That shim
+/// waits for the coordinator instead of exiting (after which the CLI would run on without its
+/// tools), and the client's `initialize`, sent meanwhile, is answered once it is up.
+#[test]
+fn a_managed_agents_shim_waits_for_a_coordinator_that_is_not_up_yet() {
+    let dir = project();
+    let mut first = Coordinator::start(dir.path());
+    let (id, token) = first.register_agent("early-bird");
+    let task = first.create_task("wait for the coordinator");
+    first.cli(&["task", "assign", &task, "--agent", &id]);
+    assert!(first.stop().success());
+    let socket = first.socket.clone();
+    drop(first);
+
+    let mut shim = RawShim::spawn_at(&socket, dir.path(), Some((&id, &token)));
+    shim.send(
+        &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "early", "version": "1"}}}),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        shim.child.try_wait().unwrap().is_none(),
+        "the shim of a managed agent must not give up: {}",
+        shim.stderr_text()
+    );
+    let _second = Coordinator::start(dir.path());
+    let init = shim.response_to(&json!(0));
+    assert_eq!(init["result"]["serverInfo"]["name"], "hephaestus", "{init}");
+    shim.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    assert_eq!(shim.tool_ok("get_task", json!({}))["id"], json!(task));
 }
 
 #[test]

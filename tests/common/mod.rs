@@ -207,8 +207,13 @@ pub struct RawShim {
 
 impl RawShim {
     pub fn spawn(coord: &Coordinator, agent: Option<(&str, &str)>) -> RawShim {
-        let mut cmd = command(&coord.project);
-        cmd.arg("shim").env("HEPHAESTUS_SOCKET", &coord.socket);
+        Self::spawn_at(&coord.socket, &coord.project, agent)
+    }
+
+    /// A shim for the socket at `socket`, whether or not a coordinator listens there.
+    pub fn spawn_at(socket: &Path, project: &Path, agent: Option<(&str, &str)>) -> RawShim {
+        let mut cmd = command(project);
+        cmd.arg("shim").env("HEPHAESTUS_SOCKET", socket);
         if let Some((id, token)) = agent {
             cmd.env("HEPHAESTUS_AGENT_ID", id)
                 .env("HEPHAESTUS_AGENT_TOKEN", token);
