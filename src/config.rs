@@ -57,9 +57,12 @@ pub struct AgentSettings {
     /// Name of the private tmux server (`tmux -L`).
     pub tmux_socket: String,
     pub session_prefix: String,
-    /// How long a CLI may take to start and connect its MCP server.
+    /// How long a CLI may take to start, connect its MCP server and list our tools.
     pub ready_timeout_secs: u64,
-    /// Attempts per task before a task whose agent keeps dying is failed.
+    /// How long after its first message an agent has to make its first tool call before the
+    /// message is sent again (the wait grows with each try).
+    pub delivery_timeout_secs: u64,
+    /// Attempts per task before a task whose agent keeps dying or failing to start is failed.
     pub max_attempts: u32,
     /// What the CLI adapters need from the coordinator's environment.
     pub host: crate::agents::adapters::Host,
@@ -78,6 +81,7 @@ struct AgentsFile {
     copy_untracked: Option<Vec<String>>,
     session_prefix: Option<String>,
     ready_timeout_secs: Option<u64>,
+    delivery_timeout_secs: Option<u64>,
     max_attempts: Option<u32>,
 }
 
@@ -440,6 +444,7 @@ fn resolve_agents(
         tmux_socket: format!("hephaestus-{hash}"),
         session_prefix: file.session_prefix.unwrap_or_else(|| "hep".to_string()),
         ready_timeout_secs: file.ready_timeout_secs.unwrap_or(90),
+        delivery_timeout_secs: file.delivery_timeout_secs.unwrap_or(20).max(1),
         max_attempts: file.max_attempts.unwrap_or(3).max(1),
         host: crate::agents::adapters::Host::from_env(env),
     })

@@ -7,77 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::agent_cli::TmuxServer;
+use common::scripted::{
+    agent_project, agent_project_with_flags, create, events, task, wait_done_and_merged,
+    wait_for_event, wait_until,
+};
 use common::{Coordinator, git, project};
 use serde_json::Value;
-
-/// A project on branch `trunk` (not "main": the base branch is whatever HEAD is on), set up to
-/// spawn the scripted agent.
-fn agent_project(extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = project();
-    git(dir.path(), &["checkout", "-q", "-b", "trunk"]);
-    std::fs::write(dir.path().join("README.md"), "demo\n").unwrap();
-    std::fs::write(dir.path().join(".gitignore"), ".hephaestus/\n").unwrap();
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "initial"]);
-    let worktrees = dir.path().with_extension("worktrees");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scripted_agent.py");
-    std::fs::write(
-        dir.path().join("hephaestus.toml"),
-        format!(
-            "[agents]\ncli = \"custom\"\ncustom_command = \"python3 {} --mcp-config {{mcp_config}}\"\nworktrees_dir = \"{}\"\nready_timeout_secs = 20\n{extra}",
-            script.display(),
-            worktrees.display()
-        ),
-    )
-    .unwrap();
-    (dir, worktrees)
-}
-
-/// Stops the agents' private tmux server when a test ends, whatever happened.
-/// `agent_project` whose scripted agent gets extra command-line `flags`.
-fn agent_project_with_flags(flags: &str) -> (tempfile::TempDir, PathBuf) {
-    let (dir, worktrees) = agent_project("");
-    let config = dir.path().join("hephaestus.toml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "--mcp-config {mcp_config}",
-        &format!("--mcp-config {{mcp_config}} {flags}"),
-    );
-    std::fs::write(&config, text).unwrap();
-    (dir, worktrees)
-}
-
-/// Waits until the agent events include one of `kind`.
-fn wait_for_event(dir: &Path, kind: &str) {
-    wait_until(&format!("a {kind} event"), Duration::from_secs(30), || {
-        events(dir).iter().any(|(_, k)| k == kind)
-    });
-}
-
-fn wait_done_and_merged(coord: &Coordinator, id: &str) {
-    wait_until("the task done and merged", Duration::from_secs(60), || {
-        let t = task(coord, id);
-        t["status"] == "done" && t["merge_status"] == "merged"
-    });
-}
-
-struct TmuxServer(String);
-
-impl Drop for TmuxServer {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.0, "kill-server"])
-            .output();
-    }
-}
-
-fn tmux_of(coord: &Coordinator) -> TmuxServer {
-    TmuxServer(
-        coord.cli(&["status"])["tmux_socket"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    )
-}
 
 /// A tmux session and a worktree that no agent in the database owns, as a crash leaves them.
 fn make_orphans(dir: &Path, tmux: &TmuxServer, worktrees: &Path, id8: &str) -> PathBuf {
@@ -111,53 +47,11 @@ fn make_orphans(dir: &Path, tmux: &TmuxServer, worktrees: &Path, id8: &str) -> P
     orphan
 }
 
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn task(coord: &Coordinator, id: &str) -> Value {
-    coord.cli(&["task", "show", id])
-}
-
-fn create(coord: &Coordinator, description: &str, deps: &[&str]) -> String {
-    let mut args = vec![
-        "task",
-        "create",
-        description,
-        "--done",
-        "the files are written",
-    ];
-    for d in deps {
-        args.extend(["--depends-on", d]);
-    }
-    coord.cli(&args)["task"]["id"].as_str().unwrap().to_string()
-}
-
-/// (agent, kind) for every event, in order.
-fn events(dir: &Path) -> Vec<(String, String)> {
-    let db = rusqlite::Connection::open_with_flags(
-        dir.join(".hephaestus/state.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = db
-        .prepare("SELECT COALESCE(agent_id, ''), kind FROM agent_events ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 #[test]
 fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branch() {
     let (dir, worktrees) = agent_project("");
     let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    let _tmux = tmux_of(&coord);
+    let _tmux = TmuxServer::of(&coord);
     // A file of the user's own, uncommitted, in their checkout: merges must not touch it.
     std::fs::write(dir.path().join("notes.txt"), "my uncommitted notes\n").unwrap();
 
@@ -279,7 +173,7 @@ fn dependent_tasks_run_to_completion_under_the_cap_and_merge_into_the_base_branc
 fn a_merge_waits_while_the_user_edits_a_file_it_changes() {
     let (dir, _worktrees) = agent_project("");
     let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    let _tmux = tmux_of(&coord);
+    let _tmux = TmuxServer::of(&coord);
     std::fs::write(dir.path().join("README.md"), "the user's draft\n").unwrap();
     let id = create(&coord, "WRITE README.md: written by the agent", &[]);
     wait_until("the merge waiting", Duration::from_secs(60), || {
@@ -336,7 +230,7 @@ fn a_merge_waits_while_the_user_edits_a_file_it_changes() {
 fn a_conflicting_merge_is_left_undone_and_a_follow_up_resolves_it() {
     let (dir, _worktrees) = agent_project("");
     let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "2"]);
-    let _tmux = tmux_of(&coord);
+    let _tmux = TmuxServer::of(&coord);
     let first = create(&coord, "WRITE same.txt: from the first agent", &[]);
     let second = create(
         &coord,
@@ -394,7 +288,7 @@ fn an_agent_that_dies_has_its_task_requeued_and_continued() {
     let (dir, _worktrees) = agent_project("");
     let marker = dir.path().with_extension("crash-marker");
     let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    let _tmux = tmux_of(&coord);
+    let _tmux = TmuxServer::of(&coord);
     let id = create(
         &coord,
         &format!("CRASH_ONCE {}\nWRITE k.txt: survived", marker.display()),
@@ -429,7 +323,7 @@ fn an_agent_that_dies_has_its_task_requeued_and_continued() {
 fn a_launch_interrupted_by_a_restart_is_resumed_by_the_next_coordinator() {
     let (dir, _worktrees) = agent_project_with_flags("--connect-delay 4");
     let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    let tmux = tmux_of(&first);
+    let tmux = TmuxServer::of(&first);
     let id = create(&first, "WRITE resumed.txt: after a restart", &[]);
     wait_for_event(dir.path(), "created");
     let stopped = Instant::now();
@@ -470,7 +364,7 @@ fn a_launch_interrupted_by_a_restart_is_resumed_by_the_next_coordinator() {
 fn a_message_typed_before_a_restart_is_not_typed_again() {
     let (dir, _worktrees) = agent_project_with_flags("--think-delay 8");
     let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    let tmux = tmux_of(&first);
+    let tmux = TmuxServer::of(&first);
     let id = create(&first, "WRITE typed.txt: once", &[]);
     wait_for_event(dir.path(), "prompt_sent");
     assert!(first.stop().success(), "{}", first.stderr());
@@ -504,7 +398,7 @@ fn a_message_typed_before_a_restart_is_not_typed_again() {
 fn a_launch_interrupted_before_its_session_started_is_requeued() {
     let (dir, _worktrees) = agent_project_with_flags("--connect-delay 4");
     let mut first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    let tmux = tmux_of(&first);
+    let tmux = TmuxServer::of(&first);
     let id = create(&first, "WRITE requeued.txt: by the second agent", &[]);
     wait_for_event(dir.path(), "created");
     assert!(first.stop().success(), "{}", first.stderr());
@@ -575,7 +469,7 @@ fn a_cli_that_never_connects_fails_its_task_with_what_the_terminal_showed() {
     )
     .unwrap();
     let coord = Coordinator::start_with(dir.path(), &[]);
-    let _tmux = tmux_of(&coord);
+    let _tmux = TmuxServer::of(&coord);
     let id = create(&coord, "anything", &[]);
     wait_until("the task failed", Duration::from_secs(30), || {
         task(&coord, &id)["status"] == "failed"
@@ -586,13 +480,22 @@ fn a_cli_that_never_connects_fails_its_task_with_what_the_terminal_showed() {
         .to_string();
     assert!(reason.contains("custom CLI did not connect"), "{reason}");
     assert!(reason.contains("please log in first"), "{reason}");
+    // Not connecting is the CLI's failure, not the task's: each of the default 3 attempts got
+    // a new agent before the task failed.
+    assert!(reason.contains("the launch failed 3 times"), "{reason}");
+    let evs = events(dir.path());
+    assert_eq!(
+        evs.iter().filter(|(_, k)| k == "launch_failed").count(),
+        3,
+        "{evs:?}"
+    );
 }
 
 #[test]
 fn people_can_watch_message_stop_and_clean_up_agents() {
     let (dir, worktrees) = agent_project("");
     let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    let tmux = tmux_of(&coord);
+    let tmux = TmuxServer::of(&coord);
     let id = create(&coord, "SLEEP 60\nWRITE never.txt: x", &[]);
     wait_until("the agent at work", Duration::from_secs(60), || {
         events(dir.path())
@@ -730,7 +633,7 @@ fn people_can_watch_message_stop_and_clean_up_agents() {
 fn leftovers_of_a_previous_run_are_swept_at_start() {
     let (dir, worktrees) = agent_project("");
     let first = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
-    let tmux = tmux_of(&first);
+    let tmux = TmuxServer::of(&first);
     drop(first);
     let orphan = make_orphans(dir.path(), &tmux, &worktrees, "0badf00d");
     let _coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);

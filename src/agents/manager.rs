@@ -31,8 +31,11 @@ use crate::store::{NewTask, TaskView};
 const TICK: Duration = Duration::from_secs(2);
 /// Width × height of each agent's terminal.
 const PANE_SIZE: (u16, u16) = (200, 50);
-/// How long after the first message the agent has to show it started working.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a resumed launch waits at least for the agent's shim to come back: a shim that was
+/// waiting for the coordinator retries every second.
+const RESUME_GRACE: Duration = Duration::from_secs(10);
+/// A pane unchanged this long shows an agent between turns.
+const QUIET: Duration = Duration::from_secs(2);
 
 pub struct AgentManager {
     state: Shared,
@@ -68,6 +71,28 @@ impl std::fmt::Display for Interrupted {
 }
 
 impl std::error::Error for Interrupted {}
+
+/// A launch that failed for a cause outside the task: the agent's CLI did not connect, did not
+/// list our tools or did not act on its first message, or its worktree could not be made. The
+/// task goes to a new agent, under `max_attempts`, instead of failing.
+#[derive(Debug)]
+struct AgentStartFailed(String);
+
+impl std::fmt::Display for AgentStartFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AgentStartFailed {}
+
+/// How far an interrupted launch had come, from its agent's events.
+#[derive(Debug, Clone, Copy)]
+struct LaunchProgress {
+    connected: bool,
+    tools_listed: bool,
+    typed: bool,
+}
 
 impl AgentManager {
     /// Checks what spawning needs (a git repository, tmux, a known CLI) before anything runs.
@@ -164,12 +189,18 @@ impl AgentManager {
         }
     }
 
-    /// A restart can catch agents mid-launch. One whose session was never started has its task
+    /// A restart can catch agents mid-launch or mid-finish. An agent whose task ended but which
+    /// was never finished is finished now. One whose session was never started has its task
     /// queued again. One whose session runs but whose first message was not confirmed is
-    /// picked up where it stopped: wait for its shim if it had not connected yet, then deliver
-    /// (or, if the message was already typed, only confirm it).
+    /// picked up where it stopped: wait for its shim and its tool list if they had not come
+    /// yet, then deliver (or, if the message was already typed, only confirm it).
     async fn resume_interrupted_launches(self: &Arc<Self>) {
         let store = &self.state.store;
+        for (rt, task_id) in store.unfinished_agents().unwrap_or_default() {
+            tracing::info!(agent = %rt.agent_id, task = %task_id, "finishing an agent whose task ended before the restart");
+            self.take_slot(&rt.agent_id);
+            self.spawn_finish(rt.agent_id, task_id);
+        }
         let Ok(agents) = store.all_managed_agents() else {
             return;
         };
@@ -185,7 +216,8 @@ impl AgentManager {
                 continue;
             }
             let events = store.agent_events(&rt.agent_id).unwrap_or_default();
-            if events.iter().any(|e| e.kind == "prompt_delivered") {
+            let logged = |kind: &str| events.iter().any(|e| e.kind == kind);
+            if logged("prompt_delivered") {
                 continue; // working; adopted as it is
             }
             if rt.tmux_session.is_none() {
@@ -199,26 +231,33 @@ impl AgentManager {
                     &task_id,
                     "the coordinator stopped while starting an agent for this task",
                 );
+                // The session may have started after all, too late to be recorded.
+                let (tmux, session) = (self.tmux.clone(), self.session_name(&rt.agent_id));
+                let _ = self.blocking(move || tmux.kill_session(&session)).await;
                 self.remove_worktree(&rt.agent_id, true).await;
                 let _ = store.terminate_agent(&rt.agent_id);
                 continue;
             }
-            let connected = events.iter().any(|e| e.kind == "connected");
-            let typed = events.iter().any(|e| e.kind == "prompt_sent");
-            tracing::info!(agent = %rt.agent_id, task = %task_id, connected, typed, "resuming an interrupted launch");
+            let progress = LaunchProgress {
+                connected: logged("connected"),
+                tools_listed: logged("tools_listed"),
+                typed: logged("prompt_sent"),
+            };
+            tracing::info!(agent = %rt.agent_id, task = %task_id, ?progress, "resuming an interrupted launch");
             let _ = store.log_event(
                 Some(&rt.agent_id),
                 Some(&task_id),
                 "launch_resumed",
                 &format!(
-                    "the coordinator restarted during the launch (connected: {connected}, message typed: {typed})"
+                    "the coordinator restarted during the launch (connected: {}, tools listed: {}, message typed: {})",
+                    progress.connected, progress.tools_listed, progress.typed
                 ),
             );
             self.take_slot(&rt.agent_id);
             let me = self.clone();
             self.tasks.spawn(async move {
                 let agent_id = rt.agent_id.clone();
-                let result = me.resume_launch(&rt, &task_id, connected, typed).await;
+                let result = me.resume_launch(&rt, &task_id, progress).await;
                 me.launch_ended(&agent_id, &task_id, result).await;
             });
         }
@@ -228,12 +267,19 @@ impl AgentManager {
         &self,
         rt: &crate::store::AgentRuntime,
         task_id: &str,
-        connected: bool,
-        typed: bool,
+        progress: LaunchProgress,
     ) -> Result<()> {
         let session = rt.tmux_session.clone().unwrap_or_default();
-        if !connected {
-            self.wait_until_connected(&rt.agent_id, task_id, &session)
+        if !progress.typed && !progress.tools_listed {
+            // The launch's own deadline, counted from when it began; a shim that waited for
+            // this coordinator gets a moment to connect even when that deadline has passed.
+            let ready_timeout = Duration::from_secs(self.state.config.agents.ready_timeout_secs);
+            let began = std::time::Duration::from_millis(rt.created_at_ms.max(0) as u64);
+            let now = std::time::Duration::from_millis(crate::time::now_ms().max(0) as u64);
+            let left = (began + ready_timeout)
+                .saturating_sub(now)
+                .max(RESUME_GRACE);
+            self.wait_until_ready(&rt.agent_id, task_id, &session, left, progress.connected)
                 .await?;
         }
         let agent_dir = adapters::agent_dir(&self.state.config.data_dir, id8(&rt.agent_id));
@@ -247,13 +293,14 @@ impl AgentManager {
             &session,
             &message,
             &agent_dir,
-            !typed,
+            !progress.typed,
         )
         .await
     }
 
-    /// What happens after a launch or a resumed launch: a failure fails the task, unless the
-    /// agent finished meanwhile or the coordinator is stopping (then the next start resumes).
+    /// What happens after a launch or a resumed launch: a failure ends the agent and fails the
+    /// task, or queues it again when the cause was not the task's; unless the agent finished
+    /// meanwhile or the coordinator is stopping (then the next start resumes).
     async fn launch_ended(&self, agent_id: &str, task_id: &str, result: Result<()>) {
         if let Err(e) = result {
             let finished = self
@@ -264,8 +311,9 @@ impl AgentManager {
             if e.is::<Interrupted>() {
                 tracing::info!(agent = %agent_id, task = %task_id, "launch interrupted by shutdown; it resumes at the next start");
             } else if !finished {
-                tracing::warn!(agent = %agent_id, task = %task_id, "launch failed: {e:#}");
-                self.abort_launch(agent_id, task_id, &format!("{e:#}"))
+                let retry = e.is::<AgentStartFailed>();
+                tracing::warn!(agent = %agent_id, task = %task_id, retry, "launch failed: {e:#}");
+                self.abort_launch(agent_id, task_id, &format!("{e:#}"), retry)
                     .await;
             }
         }
@@ -390,7 +438,9 @@ impl AgentManager {
         let copy = settings.copy_untracked.clone();
         let info = {
             let id8 = id8.clone();
-            self.blocking(move || wt.create(&id8, &base, &copy)).await?
+            self.blocking(move || wt.create(&id8, &base, &copy))
+                .await
+                .map_err(|e| AgentStartFailed(format!("cannot make the agent's worktree: {e:#}")))?
         };
 
         let agent_dir = adapters::agent_dir(&self.state.config.data_dir, &id8);
@@ -459,8 +509,8 @@ impl AgentManager {
             ),
         )?;
 
-        tracing::debug!(session = %session, has = self.tmux.has_session(&session), alive = self.tmux.is_alive(&session), "session started");
-        self.wait_until_connected(agent_id, &task.id, &session)
+        let ready_timeout = Duration::from_secs(settings.ready_timeout_secs);
+        self.wait_until_ready(agent_id, &task.id, &session, ready_timeout, false)
             .await?;
         // Let the input box finish drawing: wait for the pane to stop changing.
         self.settle(&session).await;
@@ -469,40 +519,65 @@ impl AgentManager {
             .await
     }
 
-    /// Ready: the agent's own shim connected and initialized (so its tools exist before the
-    /// model sees the task), and its program is still running.
-    async fn wait_until_connected(
+    /// Ready: the agent's own shim connected (its MCP session initialized), then its client
+    /// listed our tools, so that they exist for the model before it sees the task: a client
+    /// may connect well before it asks for the tools (Claude Code's first turn ran without them
+    /// on a busy machine). Each stage is an event; `connected` skips the first stage.
+    async fn wait_until_ready(
         &self,
         agent_id: &str,
         task_id: &str,
         session: &str,
+        timeout: Duration,
+        connected: bool,
     ) -> Result<()> {
-        let settings = &self.state.config.agents;
-        let ready_timeout = Duration::from_secs(settings.ready_timeout_secs);
-        let ready = self
-            .wait_for(ready_timeout, |s| {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let cli = self.cli.as_str();
+        let secs = self.state.config.agents.ready_timeout_secs;
+        if !connected {
+            self.wait_for(left(), |s| {
                 s.is_initialized(agent_id) || !self.tmux.is_alive(session)
             })
             .await?;
-        if !ready || !self.state.signals.is_initialized(agent_id) {
+            if !self.state.signals.is_initialized(agent_id) {
+                let pane = self.pane_tail(session, 15).await;
+                return Err(AgentStartFailed(format!(
+                    "the {cli} CLI did not connect to Hephaestus within {secs}s; its terminal showed:\n{pane}"
+                ))
+                .into());
+            }
+            self.state.store.log_event(
+                Some(agent_id),
+                Some(task_id),
+                "connected",
+                "the agent's MCP server initialized",
+            )?;
+        }
+        self.wait_for(left(), |s| {
+            s.has_tools(agent_id) || !self.tmux.is_alive(session)
+        })
+        .await?;
+        if !self.state.signals.has_tools(agent_id) {
             let pane = self.pane_tail(session, 15).await;
-            return Err(anyhow!(
-                "the {} CLI did not connect to Hephaestus within {}s; its terminal showed:\n{pane}",
-                self.cli.as_str(),
-                settings.ready_timeout_secs
-            ));
+            return Err(AgentStartFailed(format!(
+                "the {cli} CLI connected to Hephaestus but did not list its tools within {secs}s; its terminal showed:\n{pane}"
+            ))
+            .into());
         }
         self.state.store.log_event(
             Some(agent_id),
             Some(task_id),
-            "connected",
-            "the agent's MCP server initialized",
+            "tools_listed",
+            "the agent's MCP client listed the Hephaestus tools",
         )?;
         Ok(())
     }
 
     /// Types the first message (unless `paste` is false: it was typed before a restart) and
-    /// confirms the agent acted on it, pressing Enter again if it did not.
+    /// confirms the agent acted on it. When it did not: if its client listed our tools again
+    /// after the message went in and the agent sits between turns, its turn may have run
+    /// without them, so the message is typed again; otherwise Enter is pressed again.
     async fn deliver(
         &self,
         agent_id: &str,
@@ -514,19 +589,19 @@ impl AgentManager {
     ) -> Result<()> {
         let store = &self.state.store;
         let signals = &self.state.signals;
+        let timeout = Duration::from_secs(self.state.config.agents.delivery_timeout_secs);
         let calls_before = signals.tool_calls(agent_id);
-        if paste {
-            let tmux = self.tmux.clone();
-            let (session, message, scratch) = (
-                session.to_string(),
-                message.to_string(),
-                agent_dir.join("paste.txt"),
-            );
-            self.blocking(move || tmux.paste(&session, &message, &scratch))
-                .await?;
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut lists_at_send = signals.tool_lists(agent_id);
+        let mut retype = paste;
         for attempt in 1..=3u32 {
+            let typed = if retype {
+                self.paste(session, message, agent_dir).await?;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                lists_at_send = signals.tool_lists(agent_id);
+                if attempt == 1 { "typed" } else { "typed again" }
+            } else {
+                "Enter only"
+            };
             let tmux = self.tmux.clone();
             let s = session.to_string();
             self.blocking(move || tmux.send_key(&s, "Enter")).await?;
@@ -534,11 +609,10 @@ impl AgentManager {
                 Some(agent_id),
                 Some(task_id),
                 "prompt_sent",
-                &format!("attempt {attempt}"),
+                &format!("attempt {attempt} ({typed})"),
             )?;
-            let wait = DELIVERY_TIMEOUT * attempt;
             if self
-                .wait_for(wait, |s| {
+                .wait_for(timeout * attempt, |s| {
                     s.tool_calls(agent_id) > calls_before || !self.tmux.is_alive(session)
                 })
                 .await?
@@ -555,12 +629,32 @@ impl AgentManager {
             if !self.tmux.is_alive(session) {
                 break;
             }
+            retype = signals.tool_lists(agent_id) > lists_at_send && self.is_quiet(session).await;
         }
         let pane = self.pane_tail(session, 15).await;
-        Err(anyhow!(
+        Err(AgentStartFailed(format!(
             "the {} CLI did not start working on its task after the first message; its terminal showed:\n{pane}",
             self.cli.as_str()
         ))
+        .into())
+    }
+
+    async fn paste(&self, session: &str, text: &str, agent_dir: &std::path::Path) -> Result<()> {
+        let tmux = self.tmux.clone();
+        let (session, text, scratch) = (
+            session.to_string(),
+            text.to_string(),
+            agent_dir.join("paste.txt"),
+        );
+        self.blocking(move || tmux.paste(&session, &text, &scratch))
+            .await
+    }
+
+    /// The pane did not change for [`QUIET`]: the agent is between turns.
+    async fn is_quiet(&self, session: &str) -> bool {
+        let before = self.pane_tail(session, 50).await;
+        tokio::time::sleep(QUIET).await;
+        before == self.pane_tail(session, 50).await
     }
 
     async fn settle(&self, session: &str) {
@@ -680,23 +774,45 @@ impl AgentManager {
         }
     }
 
-    /// A launch failed: fail the task with the reason, end the session, drop the worktree.
-    async fn abort_launch(&self, agent_id: &str, task_id: &str, reason: &str) {
+    /// A launch failed: end the session, keep whatever the agent wrote on its branch (the
+    /// task's next agent starts from it), and fail the task with the reason; or, when the cause
+    /// was not the task's (`retry`), queue it again while it has attempts left.
+    async fn abort_launch(&self, agent_id: &str, task_id: &str, reason: &str, retry: bool) {
         let store = &self.state.store;
-        let _ = store.fail_task(task_id, reason);
         let _ = store.log_event(Some(agent_id), Some(task_id), "launch_failed", reason);
-        let session = self.session_name(agent_id);
-        let (tmux, wt, id8) = (
-            self.tmux.clone(),
-            self.worktrees.clone(),
-            id8(agent_id).to_string(),
-        );
-        let _ = self
-            .blocking(move || {
-                tmux.kill_session(&session)?;
-                wt.remove(&id8, true)
-            })
-            .await;
+        let commit = match store.agent_runtime(agent_id) {
+            Ok(rt) => self
+                .stop_and_commit(
+                    &rt,
+                    "[hephaestus] work of an agent that did not start properly",
+                )
+                .await
+                .ok()
+                .flatten(),
+            Err(_) => None,
+        };
+        if let Some(c) = &commit {
+            let _ = store.set_task_base_ref(task_id, c);
+        }
+        // The session may exist without the database knowing of it yet.
+        let (tmux, session) = (self.tmux.clone(), self.session_name(agent_id));
+        let _ = self.blocking(move || tmux.kill_session(&session)).await;
+        self.remove_worktree(agent_id, commit.is_none()).await;
+        let attempts = store.task_attempts(task_id).unwrap_or(0) + 1;
+        let max = self.state.config.agents.max_attempts;
+        if retry && attempts < max {
+            let _ = store.requeue_task(
+                task_id,
+                &format!("{reason}\n(the launch failed; the task goes to a new agent, attempt {attempts} of {max})"),
+            );
+        } else if retry {
+            let _ = store.fail_task(
+                task_id,
+                &format!("{reason}\n(the launch failed {attempts} times)"),
+            );
+        } else {
+            let _ = store.fail_task(task_id, reason);
+        }
         let _ = store.set_agent_merge(agent_id, "abandoned", None);
         let _ = store.terminate_agent(agent_id);
         self.release_slot(agent_id);
@@ -922,7 +1038,6 @@ impl AgentManager {
 
     /// Types waiting inbox messages into the terminals of agents that are between turns.
     async fn type_messages(&self) {
-        const QUIET: Duration = Duration::from_secs(2);
         let Ok(agents) = self.state.store.live_managed_agents() else {
             return;
         };
@@ -1174,18 +1289,10 @@ impl AgentManager {
         text: &str,
         agent_dir: &std::path::Path,
     ) -> Result<()> {
-        let tmux = self.tmux.clone();
-        let (s, t, scratch) = (
-            session.to_string(),
-            text.to_string(),
-            agent_dir.join("paste.txt"),
-        );
-        self.blocking(move || {
-            tmux.paste(&s, &t, &scratch)?;
-            std::thread::sleep(Duration::from_millis(150));
-            tmux.send_key(&s, "Enter")
-        })
-        .await
+        self.paste(session, text, agent_dir).await?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (tmux, s) = (self.tmux.clone(), session.to_string());
+        self.blocking(move || tmux.send_key(&s, "Enter")).await
     }
 
     /// Removes what no live agent owns: sessions on our tmux server and agent worktrees.

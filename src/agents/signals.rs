@@ -1,6 +1,6 @@
-//! What the MCP sessions tell the agent manager: an agent's shim connected and initialized, an
-//! agent called a tool, an agent finished its task, the queue changed. In memory only; the
-//! manager turns these into waits and wake-ups.
+//! What the MCP sessions tell the agent manager: an agent's shim connected and initialized, its
+//! client listed our tools, an agent called a tool, an agent finished its task, the queue
+//! changed. In memory only; the manager turns these into waits and wake-ups.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -20,6 +20,8 @@ pub struct AgentSignals {
 #[derive(Default)]
 struct Inner {
     initialized: HashSet<String>,
+    /// How many times each agent's client asked for our tool list.
+    tool_lists: HashMap<String, u64>,
     tool_calls: HashMap<String, u64>,
     ended: VecDeque<(String, String)>,
 }
@@ -31,6 +33,12 @@ impl AgentSignals {
 
     pub fn initialized(&self, agent_id: &str) {
         self.with(|s| s.initialized.insert(agent_id.to_string()));
+        self.changed.notify_waiters();
+    }
+
+    /// The agent's client asked for our tools: from now on its model can see them.
+    pub fn tools_listed(&self, agent_id: &str) {
+        self.with(|s| *s.tool_lists.entry(agent_id.to_string()).or_default() += 1);
         self.changed.notify_waiters();
     }
 
@@ -55,6 +63,17 @@ impl AgentSignals {
         self.with(|s| s.initialized.contains(agent_id))
     }
 
+    /// How many times the agent's client listed our tools.
+    pub fn tool_lists(&self, agent_id: &str) -> u64 {
+        self.with(|s| s.tool_lists.get(agent_id).copied().unwrap_or(0))
+    }
+
+    /// The agent's model can see our tools: its client listed them, or already called one
+    /// (a client may know the tools from an earlier session).
+    pub fn has_tools(&self, agent_id: &str) -> bool {
+        self.with(|s| s.tool_lists.contains_key(agent_id) || s.tool_calls.contains_key(agent_id))
+    }
+
     pub fn tool_calls(&self, agent_id: &str) -> u64 {
         self.with(|s| s.tool_calls.get(agent_id).copied().unwrap_or(0))
     }
@@ -66,6 +85,7 @@ impl AgentSignals {
     pub fn forget(&self, agent_id: &str) {
         self.with(|s| {
             s.initialized.remove(agent_id);
+            s.tool_lists.remove(agent_id);
             s.tool_calls.remove(agent_id);
         });
     }

@@ -142,14 +142,18 @@ impl ServerHandler for McpSession {
         self.negotiate_initialize(&request)
     }
 
-    /// Listing the tools is when they exist for the model: for clients that never send
-    /// `initialize`, this is the moment the agent counts as connected.
+    /// Listing the tools is when they exist for the model: the agent manager types a managed
+    /// agent's first message only after this. For clients that never send `initialize`, it is
+    /// also the moment the agent counts as connected.
     async fn list_tools(
         &self,
         _request: Option<rmcp::model::PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListToolsResult, McpError> {
-        self.connected(|| client_name(&context.meta))?;
+        let agent = self.connected(|| client_name(&context.meta))?;
+        if self.managed {
+            self.state.signals.tools_listed(&agent);
+        }
         let cache_hints = context
             .protocol_version()
             .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);

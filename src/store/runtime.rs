@@ -23,6 +23,15 @@ pub struct AgentRuntime {
 
 const RUNTIME_COLUMNS: &str = "id, name, status, cli_type, current_task_id, tmux_session, worktree_path, branch, merge_status, created_at";
 
+/// [`RUNTIME_COLUMNS`] of the agents table under `alias`, for joins.
+fn runtime_columns_of(alias: &str) -> String {
+    RUNTIME_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn runtime_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRuntime> {
     Ok(AgentRuntime {
         agent_id: r.get(0)?,
@@ -83,14 +92,28 @@ impl Store {
     /// the work, oldest first.
     pub fn waiting_merges(&self) -> OpResult<Vec<(AgentRuntime, String)>> {
         let conn = self.lock();
-        let columns = RUNTIME_COLUMNS
-            .split(", ")
-            .map(|c| format!("a.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = runtime_columns_of("a");
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {columns}, t.id FROM tasks t JOIN agents a ON a.id = t.assigned_agent_id
              WHERE t.merge_status = 'waiting' AND a.branch IS NOT NULL ORDER BY t.updated_at"
+        ))?;
+        let rows = stmt
+            .query_map([], |r| Ok((runtime_from_row(r)?, r.get(10)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Managed agents still running whose task is done or failed but which were never
+    /// finished (committed, ended, merged): a coordinator killed between the agent's report and
+    /// the merge leaves them so. With the task's id, oldest report first.
+    pub fn unfinished_agents(&self) -> OpResult<Vec<(AgentRuntime, String)>> {
+        let conn = self.lock();
+        let columns = runtime_columns_of("a");
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {columns}, t.id FROM tasks t JOIN agents a ON a.id = t.assigned_agent_id
+             WHERE a.kind = 'managed' AND a.status != 'terminated' AND a.tmux_session IS NOT NULL
+               AND a.merge_status = 'active' AND t.status IN ('done', 'failed')
+             ORDER BY t.completed_at"
         ))?;
         let rows = stmt
             .query_map([], |r| Ok((runtime_from_row(r)?, r.get(10)?)))?

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 pub mod agent_cli;
 pub mod responses_api;
+pub mod scripted;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hephaestus"))
