@@ -1,6 +1,7 @@
 //! The real Droid CLI (Factory's `droid`) with the Factory home our droid adapter builds: its
 //! `.factory/mcp.json` must start our shim with the agent's identity, its `settings.json` must
-//! choose the model, and the user's own models (`config.json`, bring-your-own-key) must reach it
+//! choose the model and make Droid wait for our MCP server (here slow to start on purpose) before
+//! its first model request, and the user's own models (`config.json`, bring-your-own-key) must reach it
 //! through the adapter's link. The scripted model, a stand-in for the Responses API, loads our
 //! deferred tools with Droid's ToolSearch, calls `get_task`, writes a file with Droid's Create
 //! tool and reports the task done.
@@ -130,10 +131,27 @@ fn droid_runs_our_factory_home_and_reports_its_task_done_through_the_shim() {
     )
     .unwrap();
     let worktree = tempfile::tempdir().unwrap();
+    // Our MCP server takes 3 s to come up, as on a loaded machine: Droid sends its first model
+    // request about half a second after start, so only the adapter's `blockOnMcpLoad` gets our
+    // tools into that request.
+    let slow_shim = home.path().join("slow-hephaestus");
+    std::fs::write(
+        &slow_shim,
+        format!(
+            "#!/bin/sh\nsleep 3\nexec {} \"$@\"\n",
+            adapters::shell_quote(&common::bin().display().to_string())
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &slow_shim,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let launch = AgentLaunch {
         agent_id: agent_id.clone(),
         token,
-        exe: common::bin(),
+        exe: slow_shim,
         socket: coord.socket.clone(),
         worktree: worktree.path().to_path_buf(),
         agent_dir: adapters::agent_dir(&dir.path().join(".hephaestus"), &agent_id[..8]),

@@ -490,7 +490,10 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
                 serde_json::to_string_pretty(&json!({
                     "mcpServers": {"hephaestus": {
                         "type": "stdio", "command": l.exe, "args": ["shim"],
-                        "env": shim_env(l), "disabled": false
+                        "env": shim_env(l), "disabled": false,
+                        // Droid gives up on a stdio server after 30 s; our shim waits up to
+                        // about a minute for a coordinator that is restarting.
+                        "connectTimeout": 60_000
                     }}
                 }))?,
             ));
@@ -499,9 +502,14 @@ pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<Lau
             if let Some(m) = &l.model {
                 session["model"] = json!(m);
             }
+            // Droid starts its MCP servers in the background and sends its first model request
+            // without waiting (about half a second after start), so the first turn lacked our
+            // tools; `blockOnMcpLoad` (a top-level key) makes each turn wait for them.
             files.push((
                 factory.join("settings.json"),
-                serde_json::to_string_pretty(&json!({"sessionDefaultSettings": session}))?,
+                serde_json::to_string_pretty(
+                    &json!({"sessionDefaultSettings": session, "blockOnMcpLoad": true}),
+                )?,
             ));
             env.insert(
                 "FACTORY_HOME_OVERRIDE".into(),
@@ -819,6 +827,7 @@ mod tests {
         assert_eq!(server["command"], "/opt/hephaestus");
         assert_eq!(server["args"], json!(["shim"]));
         assert_eq!(server["env"]["HEPHAESTUS_AGENT_TOKEN"], "tok'en");
+        assert_eq!(server["connectTimeout"], 60_000);
         assert_eq!(
             server["env"]["HEPHAESTUS_SOCKET"],
             "/p/.hephaestus/coordinator.sock"
@@ -829,6 +838,7 @@ mod tests {
             settings["sessionDefaultSettings"],
             json!({"autonomyLevel": "high", "model": "sonnet"})
         );
+        assert_eq!(settings["blockOnMcpLoad"], true);
         let links: Vec<_> = spec
             .links
             .iter()
