@@ -198,7 +198,7 @@ impl AgentManager {
         let store = &self.state.store;
         for (rt, task_id) in store.unfinished_agents().unwrap_or_default() {
             tracing::info!(agent = %rt.agent_id, task = %task_id, "finishing an agent whose task ended before the restart");
-            self.take_slot(&rt.agent_id);
+            // Its live session already counts against the cap (`agents_in_slots`).
             self.spawn_finish(rt.agent_id, task_id);
         }
         let Ok(agents) = store.all_managed_agents() else {
