@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use crate::protocol::{Hello, PROTOCOL_VERSION, Role, Welcome};
 use crate::queue::{Priority, TaskStatus};
 use crate::state::Shared;
+use crate::states::{AgentStatus, MemoryType, WorkflowStatus};
 use crate::store::{NewTask, NewWorkflow, OpError, TaskFilter};
 
 /// Largest control request accepted, in bytes.
@@ -215,7 +216,7 @@ fn agent_rows(state: &Shared, all: bool) -> Result<Value, OpError> {
                 .and_then(|r| {
                     r.tmux_session
                         .as_deref()
-                        .filter(|_| a.status != "terminated")
+                        .filter(|_| a.status != AgentStatus::Terminated)
                 })
                 .and_then(|s| tmux.capture(s, 0).ok())
                 .and_then(|text| {
@@ -228,7 +229,7 @@ fn agent_rows(state: &Shared, all: bool) -> Result<Value, OpError> {
             v["age"] = json!(rt.map(|r| crate::time::age(r.created_at_ms, now)));
             v["tmux_session"] = json!(rt.and_then(|r| r.tmux_session.clone()));
             v["branch"] = json!(rt.and_then(|r| r.branch.clone()));
-            v["merge_status"] = json!(rt.and_then(|r| r.merge_status.clone()));
+            v["merge_status"] = json!(rt.and_then(|r| r.merge_status));
             v["last_output"] = json!(last_output);
             v
         })
@@ -259,7 +260,7 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 "pending": state.memory.pending(),
             },
             "tasks": store.task_counts(None)?,
-            "workflows": store.list_workflows(Some("active"))?,
+            "workflows": store.list_workflows(Some(WorkflowStatus::Active))?,
             "agents": store.list_agents(false)?,
         }),
         Request::TaskCreate {
@@ -306,7 +307,13 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             json!(store.claim_task(&task_id, &agent_id, state.config.max_concurrent_agents)?)
         }
         Request::WorkflowDefinitions => json!(store.list_definitions()?),
-        Request::WorkflowList { status } => json!(store.list_workflows(status.as_deref())?),
+        Request::WorkflowList { status } => {
+            let status = status
+                .map(|s| s.parse::<WorkflowStatus>())
+                .transpose()
+                .map_err(OpError::Invalid)?;
+            json!(store.list_workflows(status)?)
+        }
         Request::WorkflowStart {
             definition_id,
             description,
@@ -353,14 +360,11 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             limit,
             memory_types,
         } => {
-            for t in &memory_types {
-                if !crate::store::MEMORY_TYPES.contains(&t.as_str()) {
-                    return Err(OpError::Invalid(format!(
-                        "unknown memory type {t:?}: use one of {}",
-                        crate::store::MEMORY_TYPES.join(", ")
-                    )));
-                }
-            }
+            let memory_types = memory_types
+                .iter()
+                .map(|t| t.parse::<MemoryType>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(OpError::Invalid)?;
             let q = crate::memory::Query {
                 text: query,
                 limit: limit.unwrap_or(5),
@@ -378,16 +382,20 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
         Request::MemoryList { limit } => json!(store.list_memories(limit.unwrap_or(50))?),
         Request::MemoryExport => json!(store.all_memories()?),
         Request::MemoryImport { memories } => {
-            for (i, m) in memories.iter().enumerate() {
-                m.check()
-                    .map_err(|e| OpError::Invalid(format!("memory {}: {e}", i + 1)))?;
-            }
+            let checked = memories
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| match m.check() {
+                    Ok(memory_type) => Ok(m.into_new(memory_type)),
+                    Err(e) => Err(OpError::Invalid(format!("memory {}: {e}", i + 1))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let state = state.clone();
             json!(
                 tokio::task::spawn_blocking(move || -> anyhow::Result<ImportReport> {
                     let mut report = ImportReport::default();
-                    for m in memories {
-                        match state.memory.save(m.into_new())? {
+                    for m in checked {
+                        match state.memory.save(m)? {
                             crate::memory::Saved::Stored { .. } => report.stored += 1,
                             crate::memory::Saved::Pending { .. } => report.pending += 1,
                             crate::memory::Saved::Duplicate { .. } => report.duplicates += 1,
@@ -426,10 +434,11 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 related_files,
                 created_at_ms: None,
             };
-            memory.check().map_err(OpError::Invalid)?;
+            let memory_type = memory.check().map_err(OpError::Invalid)?;
+            let memory = memory.into_new(memory_type);
             let state = state.clone();
             json!(
-                tokio::task::spawn_blocking(move || state.memory.save(memory.into_new()))
+                tokio::task::spawn_blocking(move || state.memory.save(memory))
                     .await
                     .map_err(|e| OpError::Internal(e.into()))?
                     .map_err(agent_op)?
@@ -526,26 +535,20 @@ pub struct ImportedMemory {
 }
 
 impl ImportedMemory {
-    /// What the coordinator would refuse, said before anything is stored.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    /// What the coordinator would refuse, said before anything is stored; the memory's type
+    /// when it is fine.
+    pub fn check(&self) -> std::result::Result<MemoryType, String> {
         if self.content.trim().is_empty() {
             return Err("the memory's text must not be empty".into());
         }
-        if !crate::store::MEMORY_TYPES.contains(&self.memory_type.as_str()) {
-            return Err(format!(
-                "unknown memory type {:?}: use one of {}",
-                self.memory_type,
-                crate::store::MEMORY_TYPES.join(", ")
-            ));
-        }
-        Ok(())
+        self.memory_type.parse::<MemoryType>()
     }
 
     /// A memory with no agent, task or workflow: one a person saves or imports.
-    fn into_new(self) -> crate::store::NewMemory {
+    fn into_new(self, memory_type: MemoryType) -> crate::store::NewMemory {
         crate::store::NewMemory {
             content: self.content,
-            memory_type: self.memory_type,
+            memory_type,
             tags: self.tags,
             related_files: self.related_files,
             created_at_ms: self.created_at_ms,

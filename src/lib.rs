@@ -19,6 +19,7 @@ pub mod queue;
 pub mod server;
 pub mod shim;
 pub mod state;
+pub mod states;
 pub mod store;
 pub mod text;
 pub mod time;

@@ -17,6 +17,7 @@ use hephaestus::memory::QdrantSettings;
 use hephaestus::memory::index::{Filter, RowMeta};
 use hephaestus::memory::qdrant::QdrantBackend;
 use hephaestus::memory::vectors::{Embedded, Row, Space, VectorBackend};
+use hephaestus::states::MemoryType;
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
@@ -43,14 +44,18 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (n(a) * n(b))
 }
 
-const TYPES: [&str; 3] = ["error_fix", "warning", "learning"];
+const TYPES: [MemoryType; 3] = [
+    MemoryType::ErrorFix,
+    MemoryType::Warning,
+    MemoryType::Learning,
+];
 
 fn row(i: u64) -> Row {
     Row {
         id: i as i64,
         vector: vector(i),
         meta: RowMeta {
-            memory_type: TYPES[i as usize % 3].to_string(),
+            memory_type: TYPES[i as usize % 3],
             workflow_id: i.is_multiple_of(2).then(|| format!("wf {}", i % 4)),
             agent_id: Some(format!("agent-{}", i % 5)),
         },
@@ -99,7 +104,7 @@ fn contract(backend: &dyn VectorBackend, embedder_id: &str) {
     let filters = [
         Filter::default(),
         Filter {
-            memory_types: vec!["warning".into(), "error_fix".into()],
+            memory_types: vec![MemoryType::Warning, MemoryType::ErrorFix],
             ..Default::default()
         },
         Filter {
@@ -107,7 +112,7 @@ fn contract(backend: &dyn VectorBackend, embedder_id: &str) {
             ..Default::default()
         },
         Filter {
-            memory_types: vec!["learning".into()],
+            memory_types: vec![MemoryType::Learning],
             agent_id: Some("agent-3".into()),
             ..Default::default()
         },

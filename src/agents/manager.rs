@@ -25,6 +25,7 @@ use super::tmux::Tmux;
 use super::worktree::{BaseRef, MergeOutcome, Worktrees};
 use crate::queue::{Priority, TaskStatus};
 use crate::state::Shared;
+use crate::states::{AgentStatus, EventKind, MergeStatus};
 use crate::store::{NewTask, TaskView};
 
 /// How often the manager looks for dead agents and free slots without being woken.
@@ -208,7 +209,7 @@ impl AgentManager {
             let Some(task_id) = rt.task_id.clone() else {
                 continue;
             };
-            if rt.status == "terminated"
+            if rt.status == AgentStatus::Terminated
                 || !store
                     .get_task(&task_id)
                     .is_ok_and(|t| t.status == TaskStatus::Assigned)
@@ -216,15 +217,15 @@ impl AgentManager {
                 continue;
             }
             let events = store.agent_events(&rt.agent_id).unwrap_or_default();
-            let logged = |kind: &str| events.iter().any(|e| e.kind == kind);
-            if logged("prompt_delivered") {
+            let logged = |kind: EventKind| events.iter().any(|e| e.kind == kind);
+            if logged(EventKind::PromptDelivered) {
                 continue; // working; adopted as it is
             }
             if rt.tmux_session.is_none() {
                 let _ = store.log_event(
                     Some(&rt.agent_id),
                     Some(&task_id),
-                    "launch_interrupted",
+                    EventKind::LaunchInterrupted,
                     "the coordinator stopped before the agent's session started",
                 );
                 let _ = store.requeue_task(
@@ -239,15 +240,15 @@ impl AgentManager {
                 continue;
             }
             let progress = LaunchProgress {
-                connected: logged("connected"),
-                tools_listed: logged("tools_listed"),
-                typed: logged("prompt_sent"),
+                connected: logged(EventKind::Connected),
+                tools_listed: logged(EventKind::ToolsListed),
+                typed: logged(EventKind::PromptSent),
             };
             tracing::info!(agent = %rt.agent_id, task = %task_id, ?progress, "resuming an interrupted launch");
             let _ = store.log_event(
                 Some(&rt.agent_id),
                 Some(&task_id),
-                "launch_resumed",
+                EventKind::LaunchResumed,
                 &format!(
                     "the coordinator restarted during the launch (connected: {}, tools listed: {}, message typed: {})",
                     progress.connected, progress.tools_listed, progress.typed
@@ -500,7 +501,7 @@ impl AgentManager {
         store.log_event(
             Some(agent_id),
             Some(&task.id),
-            "created",
+            EventKind::Created,
             &format!(
                 "{} in {} on {}",
                 self.cli.as_str(),
@@ -550,7 +551,7 @@ impl AgentManager {
             self.state.store.log_event(
                 Some(agent_id),
                 Some(task_id),
-                "connected",
+                EventKind::Connected,
                 "the agent's MCP server initialized",
             )?;
         }
@@ -568,7 +569,7 @@ impl AgentManager {
         self.state.store.log_event(
             Some(agent_id),
             Some(task_id),
-            "tools_listed",
+            EventKind::ToolsListed,
             "the agent's MCP client listed the Hephaestus tools",
         )?;
         Ok(())
@@ -608,7 +609,7 @@ impl AgentManager {
             store.log_event(
                 Some(agent_id),
                 Some(task_id),
-                "prompt_sent",
+                EventKind::PromptSent,
                 &format!("attempt {attempt} ({typed})"),
             )?;
             if self
@@ -621,7 +622,7 @@ impl AgentManager {
                 store.log_event(
                     Some(agent_id),
                     Some(task_id),
-                    "prompt_delivered",
+                    EventKind::PromptDelivered,
                     "the agent made its first tool call",
                 )?;
                 return Ok(());
@@ -685,7 +686,7 @@ impl AgentManager {
         let parent_agent = task.created_by_agent_id.as_deref()?;
         let rt = self.state.store.agent_runtime(parent_agent).ok()?;
         let (path, branch) = (PathBuf::from(rt.worktree_path?), rt.branch?);
-        if rt.status == "terminated" || !path.exists() {
+        if rt.status == AgentStatus::Terminated || !path.exists() {
             return None;
         }
         let wt = self.worktrees.clone();
@@ -779,7 +780,12 @@ impl AgentManager {
     /// was not the task's (`retry`), queue it again while it has attempts left.
     async fn abort_launch(&self, agent_id: &str, task_id: &str, reason: &str, retry: bool) {
         let store = &self.state.store;
-        let _ = store.log_event(Some(agent_id), Some(task_id), "launch_failed", reason);
+        let _ = store.log_event(
+            Some(agent_id),
+            Some(task_id),
+            EventKind::LaunchFailed,
+            reason,
+        );
         let commit = match store.agent_runtime(agent_id) {
             Ok(rt) => self
                 .stop_and_commit(
@@ -813,7 +819,7 @@ impl AgentManager {
         } else {
             let _ = store.fail_task(task_id, reason);
         }
-        let _ = store.set_agent_merge(agent_id, "abandoned", None);
+        let _ = store.set_agent_merge(agent_id, MergeStatus::Abandoned, None);
         let _ = store.terminate_agent(agent_id);
         self.release_slot(agent_id);
         self.state.signals.forget(agent_id);
@@ -824,7 +830,7 @@ impl AgentManager {
         let Ok(rt) = self.state.store.agent_runtime(&agent_id) else {
             return;
         };
-        if rt.tmux_session.is_none() || rt.status == "terminated" {
+        if rt.tmux_session.is_none() || rt.status == AgentStatus::Terminated {
             return; // not one of ours (an external or hand-registered agent)
         }
         self.set_busy(&agent_id, true);
@@ -858,7 +864,7 @@ impl AgentManager {
         store.log_event_with(
             Some(agent_id),
             Some(task_id),
-            "terminated",
+            EventKind::Terminated,
             &format!("task {}", task.status),
             Some(&final_output),
         )?;
@@ -877,7 +883,7 @@ impl AgentManager {
         if task.status == TaskStatus::Done {
             self.merge_back(&rt, &task).await?;
         } else {
-            store.set_agent_merge(agent_id, "abandoned", None)?;
+            store.set_agent_merge(agent_id, MergeStatus::Abandoned, None)?;
             self.remove_worktree(agent_id, false).await;
         }
         store.terminate_agent(agent_id)?;
@@ -932,8 +938,8 @@ impl AgentManager {
             .await?;
         match outcome {
             MergeOutcome::Conflict { files } => {
-                store.set_task_merge(&task.id, "conflict", &files)?;
-                store.set_agent_merge(&rt.agent_id, "conflict", None)?;
+                store.set_task_merge(&task.id, MergeStatus::Conflict, &files)?;
+                store.set_agent_merge(&rt.agent_id, MergeStatus::Conflict, None)?;
                 let head = {
                     let wt = self.worktrees.clone();
                     let b = branch.clone();
@@ -942,7 +948,7 @@ impl AgentManager {
                 store.log_event(
                     Some(&rt.agent_id),
                     Some(&task.id),
-                    "merge_conflict",
+                    EventKind::MergeConflict,
                     &files.join(", "),
                 )?;
                 let description = format!(
@@ -971,11 +977,11 @@ impl AgentManager {
             }
             MergeOutcome::Waiting { files } => {
                 // Logged once; the retries that find the same files in the way stay quiet.
-                if task.merge_status.as_deref() != Some("waiting") {
+                if task.merge_status != Some(MergeStatus::Waiting) {
                     store.log_event(
                         Some(&rt.agent_id),
                         Some(&task.id),
-                        "merge_waiting",
+                        EventKind::MergeWaiting,
                         &format!(
                             "{} is checked out with changes of your own to {}: the merge waits until they are committed or stashed",
                             self.base_branch,
@@ -984,23 +990,23 @@ impl AgentManager {
                     )?;
                     tracing::warn!(task = %task.id, files = %files.join(", "), "the merge into the checked-out {} waits for your changes to be committed or stashed", self.base_branch);
                 }
-                store.set_task_merge(&task.id, "waiting", &files)?;
-                store.set_agent_merge(&rt.agent_id, "waiting", None)?;
+                store.set_task_merge(&task.id, MergeStatus::Waiting, &files)?;
+                store.set_agent_merge(&rt.agent_id, MergeStatus::Waiting, None)?;
                 // The branch holds the work; the worktree is no longer needed.
                 self.remove_worktree(&rt.agent_id, false).await;
             }
             MergeOutcome::UpToDate => {
-                store.set_task_merge(&task.id, "up_to_date", &[])?;
-                store.set_agent_merge(&rt.agent_id, "merged", None)?;
+                store.set_task_merge(&task.id, MergeStatus::UpToDate, &[])?;
+                store.set_agent_merge(&rt.agent_id, MergeStatus::Merged, None)?;
                 self.remove_worktree(&rt.agent_id, true).await;
             }
             MergeOutcome::FastForward { commit } | MergeOutcome::Merged { commit } => {
-                store.set_task_merge(&task.id, "merged", &[])?;
-                store.set_agent_merge(&rt.agent_id, "merged", Some(&commit))?;
+                store.set_task_merge(&task.id, MergeStatus::Merged, &[])?;
+                store.set_agent_merge(&rt.agent_id, MergeStatus::Merged, Some(&commit))?;
                 store.log_event(
                     Some(&rt.agent_id),
                     Some(&task.id),
-                    "merged",
+                    EventKind::Merged,
                     &format!("{branch} into {} at {commit}", self.base_branch),
                 )?;
                 self.remove_worktree(&rt.agent_id, true).await;
@@ -1095,7 +1101,7 @@ impl AgentManager {
             let _ = self.state.store.log_event(
                 Some(&rt.agent_id),
                 rt.task_id.as_deref(),
-                "messages_typed",
+                EventKind::MessagesTyped,
                 &format!("{} message(s)", ids.len()),
             );
         }
@@ -1141,7 +1147,7 @@ impl AgentManager {
         let _ = store.log_event_with(
             Some(&agent_id),
             rt.task_id.as_deref(),
-            "died",
+            EventKind::Died,
             "the agent's program exited or its session vanished",
             Some(&output),
         );
@@ -1181,7 +1187,7 @@ impl AgentManager {
                 tracing::warn!(agent = %agent_id, task = %task_id, attempts, "agent died; task failed after its last attempt");
             }
         }
-        let _ = store.set_agent_merge(&agent_id, "abandoned", None);
+        let _ = store.set_agent_merge(&agent_id, MergeStatus::Abandoned, None);
         self.remove_worktree(&agent_id, false).await;
         let _ = store.terminate_agent(&agent_id);
         self.release_slot(&agent_id);
@@ -1209,7 +1215,7 @@ impl AgentManager {
     /// committed on its branch and kept there.
     pub async fn kill(&self, prefix: &str) -> Result<String> {
         let rt = self.resolve(prefix)?;
-        if rt.status == "terminated" {
+        if rt.status == AgentStatus::Terminated {
             anyhow::bail!("agent {} has already ended", rt.agent_id);
         }
         if self.is_busy(&rt.agent_id) {
@@ -1230,7 +1236,7 @@ impl AgentManager {
         let _ = store.log_event_with(
             Some(&rt.agent_id),
             rt.task_id.as_deref(),
-            "killed",
+            EventKind::Killed,
             "stopped by a person",
             Some(&output),
         );
@@ -1245,7 +1251,7 @@ impl AgentManager {
                 "the agent was stopped by a person (hephaestus agents kill)",
             );
         }
-        let _ = store.set_agent_merge(&rt.agent_id, "abandoned", None);
+        let _ = store.set_agent_merge(&rt.agent_id, MergeStatus::Abandoned, None);
         self.remove_worktree(&rt.agent_id, false).await;
         let _ = store.terminate_agent(&rt.agent_id);
         self.release_slot(&rt.agent_id);
@@ -1268,7 +1274,7 @@ impl AgentManager {
         let Some(session) = rt
             .tmux_session
             .clone()
-            .filter(|_| rt.status != "terminated")
+            .filter(|_| rt.status != AgentStatus::Terminated)
         else {
             anyhow::bail!("agent {} is not running", rt.agent_id);
         };
@@ -1277,7 +1283,7 @@ impl AgentManager {
         self.state.store.log_event(
             Some(&rt.agent_id),
             rt.task_id.as_deref(),
-            "message_from_person",
+            EventKind::MessageFromPerson,
             text,
         )?;
         Ok(format!("sent to agent {}", rt.agent_id))
@@ -1302,7 +1308,7 @@ impl AgentManager {
         let agents = store.all_managed_agents()?;
         let live: HashSet<String> = agents
             .iter()
-            .filter(|a| a.status != "terminated" || self.is_busy(&a.agent_id))
+            .filter(|a| a.status != AgentStatus::Terminated || self.is_busy(&a.agent_id))
             .map(|a| id8(&a.agent_id).to_string())
             .collect();
         let prefix = format!("{}-", self.state.config.agents.session_prefix);
@@ -1327,7 +1333,7 @@ impl AgentManager {
             }
             let merged = agents
                 .iter()
-                .any(|a| id8(&a.agent_id) == id && a.merge_status.as_deref() == Some("merged"));
+                .any(|a| id8(&a.agent_id) == id && a.merge_status == Some(MergeStatus::Merged));
             let wt = self.worktrees.clone();
             let i = id.clone();
             self.blocking(move || wt.remove(&i, merged)).await?;

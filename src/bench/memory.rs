@@ -88,7 +88,7 @@ fn index_of(n: usize, embedder: &HashingEmbedder) -> Result<VectorIndex> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         for (i, v) in chunk.iter().zip(embedder.embed(&refs)?) {
             let meta = RowMeta {
-                memory_type: "learning".into(),
+                memory_type: crate::states::MemoryType::Learning,
                 workflow_id: None,
                 agent_id: None,
             };
@@ -110,7 +110,7 @@ fn saves_and_searches(
         let t = Instant::now();
         memory.save(NewMemory {
             content: sentence(seed + i),
-            memory_type: "learning".into(),
+            memory_type: crate::states::MemoryType::Learning,
             ..Default::default()
         })?;
         saved.push(t.elapsed());
@@ -152,7 +152,7 @@ pub fn run(dir: &Path) -> Result<()> {
             assert_eq!(hits.len(), 5);
         }
         let filtered = Filter {
-            memory_types: vec!["decision".into()],
+            memory_types: vec![crate::states::MemoryType::Decision],
             ..Default::default()
         };
         let t = Instant::now();

@@ -9,31 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{McpSession, attempt, reply, tool_error};
 use crate::memory::{Query, Saved};
+use crate::states::MemoryType;
 use crate::store::NewMemory;
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum MemoryType {
-    ErrorFix,
-    Discovery,
-    Decision,
-    Learning,
-    Warning,
-    CodebaseKnowledge,
-}
-
-impl MemoryType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemoryType::ErrorFix => "error_fix",
-            MemoryType::Discovery => "discovery",
-            MemoryType::Decision => "decision",
-            MemoryType::Learning => "learning",
-            MemoryType::Warning => "warning",
-            MemoryType::CodebaseKnowledge => "codebase_knowledge",
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SaveMemoryParams {
@@ -86,7 +63,8 @@ pub struct SearchMemoriesParams {
 pub struct FoundMemory {
     pub id: i64,
     pub content: String,
-    pub memory_type: String,
+    #[schemars(with = "String")]
+    pub memory_type: MemoryType,
     /// Cosine similarity to the query (what min_score applies to).
     pub similarity: f32,
     /// Similarity refined by how well the memory's words cover the query's (equal to it without the local model).
@@ -149,7 +127,7 @@ impl McpSession {
         let saved = attempt!(
             blocking(move || state.memory.save(NewMemory {
                 content: p.content,
-                memory_type: p.memory_type.as_str().to_string(),
+                memory_type: p.memory_type,
                 tags: p.tags.unwrap_or_default(),
                 related_files: p.related_files.unwrap_or_default(),
                 agent_id: Some(caller),
@@ -210,12 +188,7 @@ impl McpSession {
             blocking(move || state.memory.search(&Query {
                 text: p.query,
                 limit: p.limit.unwrap_or(5).clamp(1, 50) as usize,
-                memory_types: p
-                    .memory_types
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|t| t.as_str().to_string())
-                    .collect(),
+                memory_types: p.memory_types.unwrap_or_default(),
                 min_similarity: p.min_score,
                 workflow_id,
             }))

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{McpSession, attempt, refusal, reply, tool_error};
 use crate::queue::{Priority, TaskStatus};
+use crate::states::EventKind;
 use crate::store::{NewTask, StatusUpdate, TaskFilter, TaskView};
 use crate::text::first_line;
 
@@ -228,7 +229,7 @@ impl McpSession {
         let _ = self.state.store.log_event(
             Some(&caller),
             Some(&task.id),
-            "task_status",
+            EventKind::TaskStatus,
             task.status.as_str(),
         );
         // Each key learning becomes a memory of type learning (near-duplicates are skipped).
@@ -237,7 +238,7 @@ impl McpSession {
             .filter(|l| !l.trim().is_empty())
             .map(|l| crate::store::NewMemory {
                 content: l.clone(),
-                memory_type: "learning".into(),
+                memory_type: crate::states::MemoryType::Learning,
                 agent_id: Some(caller.clone()),
                 task_id: Some(task.id.clone()),
                 workflow_id: task.workflow_id.clone(),

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{McpSession, attempt, refusal, reply};
+use crate::states::WorkflowStatus;
 use crate::store::{NewWorkflow, TaskView, WorkflowDefinitionView, WorkflowView};
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -159,10 +160,10 @@ impl McpSession {
     ) -> Result<CallToolResult, McpError> {
         let status = match p.status.unwrap_or(WorkflowStatusFilter::All) {
             WorkflowStatusFilter::All => None,
-            WorkflowStatusFilter::Active => Some("active"),
-            WorkflowStatusFilter::Paused => Some("paused"),
-            WorkflowStatusFilter::Completed => Some("completed"),
-            WorkflowStatusFilter::Failed => Some("failed"),
+            WorkflowStatusFilter::Active => Some(WorkflowStatus::Active),
+            WorkflowStatusFilter::Paused => Some(WorkflowStatus::Paused),
+            WorkflowStatusFilter::Completed => Some(WorkflowStatus::Completed),
+            WorkflowStatusFilter::Failed => Some(WorkflowStatus::Failed),
         };
         let workflows = attempt!(self.state.store.list_workflows(status).map_err(refusal));
         let mut text = format!("{} workflow execution(s)", workflows.len());

@@ -12,10 +12,12 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
+use crate::states::MemoryType;
+
 /// What a search may filter on, per row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowMeta {
-    pub memory_type: String,
+    pub memory_type: MemoryType,
     pub workflow_id: Option<String>,
     pub agent_id: Option<String>,
 }
@@ -23,7 +25,7 @@ pub struct RowMeta {
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
     /// Any of these types; empty means all.
-    pub memory_types: Vec<String>,
+    pub memory_types: Vec<MemoryType>,
     pub workflow_id: Option<String>,
     pub agent_id: Option<String>,
 }
@@ -276,7 +278,7 @@ mod tests {
 
     fn meta(t: &str, w: Option<&str>) -> RowMeta {
         RowMeta {
-            memory_type: t.into(),
+            memory_type: t.parse().unwrap(),
             workflow_id: w.map(String::from),
             agent_id: None,
         }
@@ -306,11 +308,11 @@ mod tests {
             vec![1, 3]
         );
         let decisions = Filter {
-            memory_types: vec!["decision".into()],
+            memory_types: vec![crate::states::MemoryType::Decision],
             ..Default::default()
         };
         assert_eq!(idx.search(&[0.0, 1.0, 0.0], 5, &decisions)[0].id, 2);
-        assert!(idx.upsert(4, vec![1.0], meta("x", None)).is_err());
+        assert!(idx.upsert(4, vec![1.0], meta("learning", None)).is_err());
         idx.upsert(1, vec![0.0, 0.0, 1.0], meta("learning", None))
             .unwrap();
         assert_eq!(idx.len(), 3, "an upsert replaces");

@@ -96,17 +96,6 @@ impl Default for MemorySettings {
     }
 }
 
-/// How much each kind of memory is worth to a later agent, before similarity and age.
-pub fn type_weight(memory_type: &str) -> f32 {
-    match memory_type {
-        "error_fix" => 1.0,
-        "warning" => 0.9,
-        "decision" | "codebase_knowledge" => 0.8,
-        "discovery" => 0.7,
-        _ => 0.6,
-    }
-}
-
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Saved {
@@ -139,7 +128,7 @@ pub struct Found {
 pub struct Query {
     pub text: String,
     pub limit: usize,
-    pub memory_types: Vec<String>,
+    pub memory_types: Vec<crate::states::MemoryType>,
     pub min_similarity: Option<f32>,
     pub workflow_id: Option<String>,
 }
@@ -176,7 +165,7 @@ pub struct Memory {
 
 fn meta_of(m: &MemoryRow) -> RowMeta {
     RowMeta {
-        memory_type: m.memory_type.clone(),
+        memory_type: m.memory_type,
         workflow_id: m.workflow_id.clone(),
         agent_id: m.agent_id.clone(),
     }
@@ -700,7 +689,7 @@ impl Memory {
                 let recency = (-std::f32::consts::LN_2 * age_days / s.recency_half_life_days).exp();
                 let score = s.weight_similarity * relevance
                     + s.weight_recency * recency
-                    + s.weight_type * type_weight(&memory.memory_type);
+                    + s.weight_type * memory.memory_type.weight();
                 Some(Found {
                     memory,
                     similarity,
@@ -733,7 +722,7 @@ mod tests {
     fn new(content: &str, t: &str) -> NewMemory {
         NewMemory {
             content: content.into(),
-            memory_type: t.into(),
+            memory_type: t.parse().unwrap(),
             ..Default::default()
         }
     }
@@ -771,12 +760,15 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(found[0].memory.memory_type, "error_fix");
+        assert_eq!(
+            found[0].memory.memory_type,
+            crate::states::MemoryType::ErrorFix
+        );
         let only = m
             .search(&Query {
                 text: "tmux".into(),
                 limit: 5,
-                memory_types: vec!["decision".into()],
+                memory_types: vec![crate::states::MemoryType::Decision],
                 ..Default::default()
             })
             .unwrap();

@@ -134,7 +134,7 @@ impl QdrantBackend {
 fn point(row: Row) -> Result<PointStruct> {
     let id = u64::try_from(row.id).map_err(|_| anyhow!("memory id {} is negative", row.id))?;
     let mut payload: HashMap<String, Value> = HashMap::new();
-    payload.insert("memory_type".into(), row.meta.memory_type.into());
+    payload.insert("memory_type".into(), row.meta.memory_type.as_str().into());
     if let Some(w) = row.meta.workflow_id {
         payload.insert("workflow_id".into(), w.into());
     }
@@ -147,7 +147,8 @@ fn point(row: Row) -> Result<PointStruct> {
 fn filter(f: &Filter) -> Option<QFilter> {
     let mut must = Vec::new();
     if !f.memory_types.is_empty() {
-        must.push(Condition::matches("memory_type", f.memory_types.clone()));
+        let types: Vec<String> = f.memory_types.iter().map(|t| t.to_string()).collect();
+        must.push(Condition::matches("memory_type", types));
     }
     // One-element keyword lists: a lone string with a space would be matched as full text.
     if let Some(w) = &f.workflow_id {

@@ -19,7 +19,7 @@ pub struct LabelledSet {
 #[derive(Debug, Deserialize)]
 pub struct LabelledMemory {
     pub id: String,
-    pub memory_type: String,
+    pub memory_type: crate::states::MemoryType,
     pub content: String,
 }
 
@@ -78,7 +78,7 @@ pub fn evaluate_among(
     for text in filler {
         memory.save(NewMemory {
             content: text.clone(),
-            memory_type: "learning".into(),
+            memory_type: crate::states::MemoryType::Learning,
             ..Default::default()
         })?;
     }
@@ -86,7 +86,7 @@ pub fn evaluate_among(
     for m in &set.memories {
         let saved = memory.save(NewMemory {
             content: m.content.clone(),
-            memory_type: m.memory_type.clone(),
+            memory_type: m.memory_type,
             ..Default::default()
         })?;
         let super::Saved::Stored { id } = saved else {

@@ -6,16 +6,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{OpError, OpResult, Store, new_id};
+pub use crate::states::AgentKind;
+use crate::states::AgentStatus;
 use crate::time::{now_ms, rfc3339};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentKind {
-    /// Spawned (or registered) by the coordinator; authenticates with a token.
-    Managed,
-    /// A person's own agent CLI that registered Hephaestus in its MCP config.
-    External,
-}
 
 /// An agent as tools and the CLI show it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -24,7 +17,8 @@ pub struct AgentView {
     pub name: String,
     pub kind: AgentKind,
     /// idle | working | stuck | terminated
-    pub status: String,
+    #[schemars(with = "String")]
+    pub status: AgentStatus,
     pub cli_type: Option<String>,
     pub current_task_id: Option<String>,
     pub created_at: String,
@@ -42,15 +36,10 @@ const AGENT_COLUMNS: &str =
     "id, name, kind, status, cli_type, current_task_id, created_at, last_activity_at";
 
 fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentView> {
-    let kind: String = r.get(2)?;
     Ok(AgentView {
         id: r.get(0)?,
         name: r.get(1)?,
-        kind: if kind == "external" {
-            AgentKind::External
-        } else {
-            AgentKind::Managed
-        },
+        kind: r.get(2)?,
         status: r.get(3)?,
         cli_type: r.get(4)?,
         current_task_id: r.get(5)?,
@@ -134,7 +123,7 @@ impl Store {
     /// Checks an agent id and token from a handshake.
     pub fn authenticate(&self, agent_id: &str, token: Option<&str>) -> OpResult<Authenticated> {
         let conn = self.lock();
-        let row: Option<(String, Option<String>, String)> = conn
+        let row: Option<(AgentKind, Option<String>, AgentStatus)> = conn
             .query_row(
                 "SELECT kind, token_hash, status FROM agents WHERE id = ?1",
                 params![agent_id],
@@ -146,7 +135,7 @@ impl Store {
                 "unknown agent id {agent_id}: HEPHAESTUS_AGENT_ID must name an agent this coordinator registered"
             )));
         };
-        if status == "terminated" {
+        if status == AgentStatus::Terminated {
             return Err(OpError::Forbidden(format!(
                 "agent {agent_id} has been terminated"
             )));
@@ -162,11 +151,7 @@ impl Store {
         }
         Ok(Authenticated {
             agent_id: agent_id.to_string(),
-            kind: if kind == "external" {
-                AgentKind::External
-            } else {
-                AgentKind::Managed
-            },
+            kind,
         })
     }
 

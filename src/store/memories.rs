@@ -8,21 +8,13 @@ use serde::Serialize;
 
 use super::{OpResult, Store, json_list};
 use crate::memory::tokens::TokenVectors;
+use crate::states::MemoryType;
 use crate::time::now_ms;
-
-pub const MEMORY_TYPES: [&str; 6] = [
-    "error_fix",
-    "discovery",
-    "decision",
-    "learning",
-    "warning",
-    "codebase_knowledge",
-];
 
 #[derive(Debug, Clone, Default)]
 pub struct NewMemory {
     pub content: String,
-    pub memory_type: String,
+    pub memory_type: MemoryType,
     pub tags: Vec<String>,
     pub related_files: Vec<String>,
     pub agent_id: Option<String>,
@@ -36,7 +28,7 @@ pub struct NewMemory {
 pub struct MemoryRow {
     pub id: i64,
     pub content: String,
-    pub memory_type: String,
+    pub memory_type: MemoryType,
     pub tags: Vec<String>,
     pub related_files: Vec<String>,
     pub agent_id: Option<String>,

@@ -20,8 +20,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::states::EventKind;
+
 pub use agents::{AgentKind, AgentView, Authenticated};
-pub use memories::{MEMORY_TYPES, MemoryRow, MemoryVectors, NewMemory};
+pub use memories::{MemoryRow, MemoryVectors, NewMemory};
 pub use messages::MessageView;
 pub use runtime::AgentRuntime;
 pub use tasks::{NewTask, StatusUpdate, TaskFilter, TaskView};
@@ -30,7 +32,7 @@ pub use workflows::{NewWorkflow, PhaseView, WorkflowDefinitionView, WorkflowView
 /// One entry of an agent's event log.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AgentEvent {
-    pub kind: String,
+    pub kind: EventKind,
     pub message: String,
     /// Long text such as the agent's final terminal output.
     pub details: Option<String>,
@@ -124,7 +126,7 @@ impl Store {
         &self,
         agent_id: Option<&str>,
         task_id: Option<&str>,
-        kind: &str,
+        kind: EventKind,
         message: &str,
     ) -> OpResult<()> {
         self.log_event_with(agent_id, task_id, kind, message, None)
@@ -135,7 +137,7 @@ impl Store {
         &self,
         agent_id: Option<&str>,
         task_id: Option<&str>,
-        kind: &str,
+        kind: EventKind,
         message: &str,
         details: Option<&str>,
     ) -> OpResult<()> {
@@ -244,6 +246,61 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    /// The values a column's `CHECK (col IN (...))` allows, from the schema SQLite holds.
+    fn checked_values(store: &Store, table: &str, column: &str) -> Vec<String> {
+        let sql: String = store
+            .lock()
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let needle = format!("CHECK ({column} IN (");
+        let start = sql
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no CHECK on {table}.{column}"))
+            + needle.len();
+        let end = start + sql[start..].find(')').unwrap();
+        sql[start..end]
+            .split(',')
+            .map(|v| v.trim().trim_matches('\'').to_string())
+            .collect()
+    }
+
+    fn texts<T: std::fmt::Display>(all: &[T]) -> Vec<String> {
+        all.iter().map(T::to_string).collect()
+    }
+
+    /// Each state enum and its column's CHECK constraint list the same values, in the same
+    /// order: a variant added on one side only fails here, not at run time.
+    #[test]
+    fn the_schema_checks_the_same_values_the_state_enums_have() {
+        use crate::queue::{Priority, TaskStatus};
+        use crate::states::{AgentKind, AgentStatus, MemoryType, WorkflowStatus};
+        let store = Store::open_in_memory().unwrap();
+        let task_statuses: Vec<String> =
+            TaskStatus::ALL.iter().map(|s| s.as_str().into()).collect();
+        let priorities: Vec<String> = [Priority::Low, Priority::Medium, Priority::High]
+            .iter()
+            .map(|p| p.as_str().into())
+            .collect();
+        for (table, column, values) in [
+            ("tasks", "status", task_statuses),
+            ("tasks", "priority", priorities),
+            ("agents", "status", texts(AgentStatus::ALL)),
+            ("agents", "kind", texts(AgentKind::ALL)),
+            ("workflows", "status", texts(WorkflowStatus::ALL)),
+            ("memories", "memory_type", texts(MemoryType::ALL)),
+        ] {
+            assert_eq!(
+                checked_values(&store, table, column),
+                values,
+                "{table}.{column}"
+            );
+        }
     }
 
     #[test]

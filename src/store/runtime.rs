@@ -4,6 +4,7 @@
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{OpError, OpResult, Store};
+use crate::states::{AgentStatus, MergeStatus};
 use crate::time::now_ms;
 
 /// A managed agent as the agent manager sees it.
@@ -11,13 +12,13 @@ use crate::time::now_ms;
 pub struct AgentRuntime {
     pub agent_id: String,
     pub name: String,
-    pub status: String,
+    pub status: AgentStatus,
     pub cli_type: Option<String>,
     pub task_id: Option<String>,
     pub tmux_session: Option<String>,
     pub worktree_path: Option<String>,
     pub branch: Option<String>,
-    pub merge_status: Option<String>,
+    pub merge_status: Option<MergeStatus>,
     pub created_at_ms: i64,
 }
 
@@ -147,7 +148,7 @@ impl Store {
     pub fn set_agent_merge(
         &self,
         agent_id: &str,
-        status: &str,
+        status: MergeStatus,
         commit: Option<&str>,
     ) -> OpResult<()> {
         self.lock().execute(
@@ -157,7 +158,12 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_task_merge(&self, task_id: &str, status: &str, files: &[String]) -> OpResult<()> {
+    pub fn set_task_merge(
+        &self,
+        task_id: &str,
+        status: MergeStatus,
+        files: &[String],
+    ) -> OpResult<()> {
         self.lock().execute(
             "UPDATE tasks SET merge_status = ?2, merge_conflict_files = ?3, updated_at = ?4 WHERE id = ?1",
             params![task_id, status, serde_json::to_string(files)?, now_ms()],

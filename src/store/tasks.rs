@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{OpError, OpResult, Store, json_list, new_id};
 use crate::queue::{DependencyGraph, Priority, QUEUE_ORDER_SQL, TaskStatus};
+use crate::states::{MergeStatus, WorkflowStatus};
 use crate::time::{now_ms, rfc3339};
 
 /// A task as tools and the CLI show it.
@@ -34,7 +35,8 @@ pub struct TaskView {
     pub failure_reason: Option<String>,
     pub key_learnings: Vec<String>,
     /// How the agent's work was merged back: merged, up_to_date or conflict.
-    pub merge_status: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub merge_status: Option<MergeStatus>,
     /// Files that conflicted when `merge_status` is conflict.
     pub merge_conflict_files: Vec<String>,
     pub created_at: String,
@@ -189,17 +191,17 @@ impl Store {
             .or_else(|| parent.as_ref().and_then(|p| p.1.clone()));
         let (phase_id, phase_order) = match &workflow_id {
             Some(wf) => {
-                let status: Option<String> = tx
+                let status: Option<WorkflowStatus> = tx
                     .prepare_cached("SELECT status FROM workflows WHERE id = ?1")?
                     .query_row(params![wf], |r| r.get(0))
                     .optional()?;
-                match status.as_deref() {
+                match status {
                     None => {
                         return Err(OpError::NotFound(format!(
                             "no workflow with id {wf}: use list_workflow_executions"
                         )));
                     }
-                    Some("active") | Some("paused") => {}
+                    Some(WorkflowStatus::Active | WorkflowStatus::Paused) => {}
                     Some(s) => {
                         return Err(OpError::Invalid(format!(
                             "workflow {wf} is {s}; tasks can only be added to active workflows"

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{OpError, OpResult, Store, json_list, new_id, tasks::NewTask};
 use crate::phases::{LaunchParameter, WorkflowDefinition};
 use crate::queue::Priority;
+use crate::states::WorkflowStatus;
 use crate::time::{now_ms, rfc3339};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -40,7 +41,8 @@ pub struct WorkflowView {
     pub name: String,
     pub description: String,
     /// active | paused | completed | failed
-    pub status: String,
+    #[schemars(with = "String")]
+    pub status: WorkflowStatus,
     pub working_directory: Option<String>,
     pub launch_parameters: BTreeMap<String, String>,
     pub created_by_agent_id: Option<String>,
@@ -271,7 +273,7 @@ impl Store {
     }
 
     /// Executions, newest first; `status` filters when given.
-    pub fn list_workflows(&self, status: Option<&str>) -> OpResult<Vec<WorkflowView>> {
+    pub fn list_workflows(&self, status: Option<WorkflowStatus>) -> OpResult<Vec<WorkflowView>> {
         let ids: Vec<String> = {
             let conn = self.lock();
             let mut stmt = conn.prepare_cached(
@@ -307,7 +309,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(wf.phases.len(), 3);
-        assert_eq!(wf.status, "active");
+        assert_eq!(wf.status, WorkflowStatus::Active);
         assert_eq!(task.phase, Some(1));
         assert_eq!(task.priority, Priority::High);
         assert!(

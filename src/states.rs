@@ -1,0 +1,206 @@
+//! The closed sets of states the coordinator keeps, besides the queue's own (`queue.rs`): an
+//! agent's status, how its work was merged, a memory's type, a workflow's status and the kinds of
+//! agent events. Each is one enum, used in Rust end to end and mapped to its SQL text here, once
+//! (`ToSql`/`FromSql`); a store test checks that the schema's CHECK constraints list the same
+//! values.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An enum stored as text: its variants with their SQL/JSON spelling, `ALL`, `as_str`,
+/// `FromStr` (the error lists the valid values), `Display` and the SQL mapping.
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)? }
+        what = $what:literal;
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $( $(#[$vmeta])* $variant ),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        concat!("unknown ", $what, " {:?}: use one of {}"),
+                        other,
+                        $name::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let text = value.as_str()?;
+                text.parse().map_err(|e: String| FromSqlError::Other(e.into()))
+            }
+        }
+    };
+}
+
+text_enum! {
+    pub enum AgentKind {
+        /// Spawned (or registered) by the coordinator; authenticates with a token.
+        Managed = "managed",
+        /// A person's own agent CLI that registered Hephaestus in its MCP config.
+        External = "external",
+    }
+    what = "agent kind";
+}
+
+text_enum! {
+    /// What an agent is doing, as far as the coordinator knows.
+    pub enum AgentStatus {
+        Idle = "idle",
+        Working = "working",
+        Stuck = "stuck",
+        /// Ended for good: its token is refused, its session and worktree are gone.
+        Terminated = "terminated",
+    }
+    what = "agent status";
+}
+
+text_enum! {
+    /// How an agent's branch came back into the base branch: on the agent while it runs and
+    /// after, and on its task once the merge was tried.
+    pub enum MergeStatus {
+        /// The agent is working; nothing to merge yet.
+        Active = "active",
+        Merged = "merged",
+        /// The branch had nothing the base lacked.
+        UpToDate = "up_to_date",
+        /// The base is checked out with changes of the user's own to the merge's files.
+        Waiting = "waiting",
+        /// Left undone; a follow-up task resolves it.
+        Conflict = "conflict",
+        /// The task failed or the agent stopped: its branch is not merged.
+        Abandoned = "abandoned",
+    }
+    what = "merge status";
+}
+
+text_enum! {
+    // What kind of knowledge a memory holds; it weighs in the ranking. (No doc comment: it
+    // would become the description in the agents' tool schemas.)
+    pub enum MemoryType {
+        ErrorFix = "error_fix",
+        Discovery = "discovery",
+        Decision = "decision",
+        Learning = "learning",
+        Warning = "warning",
+        CodebaseKnowledge = "codebase_knowledge",
+    }
+    what = "memory type";
+}
+
+/// A plain learning: what an agent's key learnings become.
+impl Default for MemoryType {
+    fn default() -> Self {
+        MemoryType::Learning
+    }
+}
+
+impl MemoryType {
+    /// How much each kind of memory is worth to a later agent, before similarity and age.
+    pub fn weight(self) -> f32 {
+        match self {
+            MemoryType::ErrorFix => 1.0,
+            MemoryType::Warning => 0.9,
+            MemoryType::Decision | MemoryType::CodebaseKnowledge => 0.8,
+            MemoryType::Discovery => 0.7,
+            MemoryType::Learning => 0.6,
+        }
+    }
+}
+
+text_enum! {
+    /// A workflow execution's status.
+    pub enum WorkflowStatus {
+        Active = "active",
+        Paused = "paused",
+        Completed = "completed",
+        Failed = "failed",
+    }
+    what = "workflow status";
+}
+
+text_enum! {
+    /// The kinds of events kept in an agent's log (`agent_events`).
+    pub enum EventKind {
+        /// Its worktree and session exist.
+        Created = "created",
+        /// Its shim connected and its MCP session initialized.
+        Connected = "connected",
+        /// Its client listed our tools: the first message may go in.
+        ToolsListed = "tools_listed",
+        PromptSent = "prompt_sent",
+        /// It made its first tool call after the first message.
+        PromptDelivered = "prompt_delivered",
+        LaunchFailed = "launch_failed",
+        /// The coordinator stopped before the agent's session started.
+        LaunchInterrupted = "launch_interrupted",
+        LaunchResumed = "launch_resumed",
+        /// It reported its task done or failed and was ended (with its final terminal text).
+        Terminated = "terminated",
+        Died = "died",
+        Killed = "killed",
+        Merged = "merged",
+        MergeConflict = "merge_conflict",
+        MergeWaiting = "merge_waiting",
+        MessagesTyped = "messages_typed",
+        MessageFromPerson = "message_from_person",
+        /// It changed its task's status.
+        TaskStatus = "task_status",
+    }
+    what = "event kind";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_parses_back_and_a_wrong_one_lists_the_choices() {
+        for v in MergeStatus::ALL {
+            assert_eq!(v.as_str().parse::<MergeStatus>().unwrap(), *v);
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        for v in EventKind::ALL {
+            assert_eq!(v.as_str().parse::<EventKind>().unwrap(), *v);
+        }
+        let err = "fixed".parse::<MemoryType>().unwrap_err();
+        assert_eq!(
+            err,
+            "unknown memory type \"fixed\": use one of error_fix, discovery, decision, learning, warning, codebase_knowledge"
+        );
+    }
+}
