@@ -12,9 +12,10 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{Hello, PROTOCOL_VERSION, Role, Welcome};
 use crate::queue::{Priority, TaskStatus};
+use crate::services;
 use crate::state::Shared;
 use crate::states::{AgentStatus, MemoryType, WorkflowStatus};
-use crate::store::{NewTask, NewWorkflow, OpError, TaskFilter};
+use crate::store::{NewTask, OpError, TaskFilter};
 
 /// Largest control request accepted, in bytes.
 const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
@@ -185,10 +186,8 @@ where
     }
 }
 
-fn manager(
-    state: &Shared,
-) -> Result<&std::sync::Arc<crate::agents::manager::AgentManager>, OpError> {
-    state.manager.get().ok_or_else(|| {
+fn agents(state: &Shared) -> Result<&crate::agents::handle::AgentsHandle, OpError> {
+    state.agents.as_ref().ok_or_else(|| {
         OpError::Invalid("agent spawning is off in this coordinator (serve --no-agents, or [agents] enabled = false)".into())
     })
 }
@@ -198,42 +197,33 @@ fn agent_op(e: anyhow::Error) -> OpError {
 }
 
 /// Agents with their CLI, task, age and the last line their terminal shows.
-fn agent_rows(state: &Shared, all: bool) -> Result<Value, OpError> {
+async fn agent_rows(state: &Shared, all: bool) -> Result<Value, OpError> {
     let store = &state.store;
     let runtimes: std::collections::HashMap<String, crate::store::AgentRuntime> = store
         .all_managed_agents()?
         .into_iter()
         .map(|r| (r.agent_id.clone(), r))
         .collect();
-    let tmux = crate::agents::tmux::Tmux::new(state.config.agents.tmux_socket.clone());
+    let terminal = state.agents.as_ref().map(|a| a.terminal());
     let now = crate::time::now_ms();
-    let rows = store
-        .list_agents(all)?
-        .into_iter()
-        .map(|a| {
-            let rt = runtimes.get(&a.id);
-            let last_output = rt
-                .and_then(|r| {
-                    r.tmux_session
-                        .as_deref()
-                        .filter(|_| a.status != AgentStatus::Terminated)
-                })
-                .and_then(|s| tmux.capture(s, 0).ok())
-                .and_then(|text| {
-                    text.lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .map(|l| l.trim().to_string())
-                });
-            let mut v = json!(a);
-            v["age"] = json!(rt.map(|r| crate::time::age(r.created_at_ms, now)));
-            v["tmux_session"] = json!(rt.and_then(|r| r.tmux_session.clone()));
-            v["branch"] = json!(rt.and_then(|r| r.branch.clone()));
-            v["merge_status"] = json!(rt.and_then(|r| r.merge_status));
-            v["last_output"] = json!(last_output);
-            v
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for a in store.list_agents(all)? {
+        let rt = runtimes.get(&a.id);
+        let session = rt
+            .and_then(|r| r.tmux_session.as_deref())
+            .filter(|_| a.status != AgentStatus::Terminated);
+        let last_output = match (terminal, session) {
+            (Some(t), Some(s)) => t.last_line(s).await.map(|l| l.trim().to_string()),
+            _ => None,
+        };
+        let mut v = json!(a);
+        v["age"] = json!(rt.map(|r| crate::time::age(r.created_at_ms, now)));
+        v["tmux_session"] = json!(rt.and_then(|r| r.tmux_session.clone()));
+        v["branch"] = json!(rt.and_then(|r| r.branch.clone()));
+        v["merge_status"] = json!(rt.and_then(|r| r.merge_status));
+        v["last_output"] = json!(last_output);
+        rows.push(v);
+    }
     Ok(Value::Array(rows))
 }
 
@@ -273,19 +263,21 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             idempotency_key,
             boost,
         } => {
-            let (task, created) = store.create_task(NewTask {
-                description,
-                done_definition,
-                priority,
-                phase,
-                workflow_id,
-                depends_on,
-                idempotency_key,
-                created_by: None,
-                boosted: boost,
-                base_ref: None,
-            })?;
-            state.signals.queue_changed();
+            let (task, created) = services::tasks::create(
+                state,
+                NewTask {
+                    description,
+                    done_definition,
+                    priority,
+                    phase,
+                    workflow_id,
+                    depends_on,
+                    idempotency_key,
+                    created_by: None,
+                    boosted: boost,
+                    base_ref: None,
+                },
+            )?;
             json!({"task": task, "created": created})
         }
         Request::TaskList {
@@ -304,7 +296,7 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
         }
         Request::TaskShow { id } => json!(store.get_task(&id)?),
         Request::TaskAssign { task_id, agent_id } => {
-            json!(store.claim_task(&task_id, &agent_id, state.config.max_concurrent_agents)?)
+            json!(services::tasks::assign(state, &task_id, &agent_id)?)
         }
         Request::WorkflowDefinitions => json!(store.list_definitions()?),
         Request::WorkflowList { status } => {
@@ -320,25 +312,22 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             parameters,
             working_directory,
         } => {
-            let (workflow, first_task) = store.start_workflow(NewWorkflow {
-                definition_id: &definition_id,
-                description: &description,
-                parameters,
-                working_directory,
-                created_by: None,
-            })?;
-            state.signals.queue_changed();
+            let (workflow, first_task) = services::workflows::start(
+                state,
+                services::workflows::StartWorkflow {
+                    definition_id,
+                    description,
+                    parameters,
+                    working_directory,
+                    created_by: None,
+                },
+            )?;
             json!({"workflow": workflow, "first_task": first_task})
         }
         Request::WorkflowShow { id } => json!(store.get_workflow(&id)?),
-        Request::AgentList { all } => {
-            let state = state.clone();
-            tokio::task::spawn_blocking(move || agent_rows(&state, all))
-                .await
-                .map_err(|e| OpError::Internal(e.into()))??
-        }
+        Request::AgentList { all } => agent_rows(state, all).await?,
         Request::AgentShow { id } => {
-            let rt = crate::agents::manager::resolve_agent(store, &id).map_err(agent_op)?;
+            let rt = crate::agents::resolve_agent(store, &id).map_err(agent_op)?;
             json!({
                 "id": rt.agent_id,
                 "status": rt.status,
@@ -350,11 +339,11 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 "events": store.agent_events(&rt.agent_id)?,
             })
         }
-        Request::AgentKill { id } => json!(manager(state)?.kill(&id).await.map_err(agent_op)?),
+        Request::AgentKill { id } => json!(agents(state)?.kill(&id).await.map_err(agent_op)?),
         Request::AgentSend { id, text } => {
-            json!(manager(state)?.send(&id, &text).await.map_err(agent_op)?)
+            json!(agents(state)?.send(&id, &text).await.map_err(agent_op)?)
         }
-        Request::AgentGc => json!(manager(state)?.gc().await.map_err(agent_op)?),
+        Request::AgentGc => json!(agents(state)?.gc().await.map_err(agent_op)?),
         Request::MemorySearch {
             query,
             limit,
@@ -395,7 +384,7 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
                 tokio::task::spawn_blocking(move || -> anyhow::Result<ImportReport> {
                     let mut report = ImportReport::default();
                     for m in checked {
-                        match state.memory.save(m)? {
+                        match services::memory::save(&state, m)? {
                             crate::memory::Saved::Stored { .. } => report.stored += 1,
                             crate::memory::Saved::Pending { .. } => report.pending += 1,
                             crate::memory::Saved::Duplicate { .. } => report.duplicates += 1,
@@ -438,7 +427,7 @@ async fn execute(state: &Shared, req: Request) -> Result<Value, OpError> {
             let memory = memory.into_new(memory_type);
             let state = state.clone();
             json!(
-                tokio::task::spawn_blocking(move || state.memory.save(memory))
+                tokio::task::spawn_blocking(move || services::memory::save(&state, memory))
                     .await
                     .map_err(|e| OpError::Internal(e.into()))?
                     .map_err(agent_op)?

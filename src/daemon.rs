@@ -79,22 +79,32 @@ pub fn serve(config: Config) -> Result<()> {
         if memory.degraded() && !fetch_model {
             tracing::warn!("memory search uses the hashing embedder: quality is degraded (lexical overlap only)");
         }
-        let state = Arc::new(AppState::new(store.clone(), config.clone(), memory));
-        let manager = if config.agents.enabled {
-            match crate::agents::manager::AgentManager::new(state.clone()) {
-                Ok(m) => {
-                    let m = Arc::new(m);
-                    let _ = state.manager.set(m.clone());
-                    Some(tokio::spawn(m.run(shutdown.clone())))
-                }
-                Err(e) => {
-                    tracing::error!("agents will not be spawned: {e:#}");
-                    None
+        let terminal = crate::agents::terminal::Terminal::new(crate::agents::tmux::Tmux::new(
+            config.agents.tmux_socket.clone(),
+        ));
+        let (handle, commands) = if config.agents.enabled {
+            let (handle, commands) = crate::agents::handle::AgentsHandle::new(terminal.clone());
+            (Some(handle), Some(commands))
+        } else {
+            (None, None)
+        };
+        let state = Arc::new(AppState::new(store.clone(), config.clone(), memory, handle));
+        let manager = match commands {
+            Some(commands) => {
+                match crate::agents::manager::AgentManager::new(state.clone(), terminal, commands) {
+                    Ok(m) => Some(tokio::spawn(Arc::new(m).run(shutdown.clone()))),
+                    Err(e) => {
+                        tracing::error!("agents will not be spawned: {e:#}");
+                        None
+                    }
                 }
             }
-        } else {
-            tracing::info!("agent spawning is off; queued tasks wait for `hephaestus task assign`");
-            None
+            None => {
+                tracing::info!(
+                    "agent spawning is off; queued tasks wait for `hephaestus task assign`"
+                );
+                None
+            }
         };
         tokio::spawn(index_pending_memories(state.clone(), shutdown.clone()));
         #[cfg(feature = "local-embeddings")]

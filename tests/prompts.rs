@@ -10,7 +10,12 @@ fn every_prompt_file_is_embedded() {
     names.sort();
     assert_eq!(
         names,
-        ["agent_system.md", "agent_task.md", "mcp_instructions.md"],
+        [
+            "agent_system.md",
+            "agent_task.md",
+            "conflict_task.md",
+            "mcp_instructions.md"
+        ],
         "embed new prompt files where they are used"
     );
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
@@ -21,6 +26,10 @@ fn every_prompt_file_is_embedded() {
     assert_eq!(
         read("agent_task.md"),
         hephaestus::agents::prompt::AGENT_TASK
+    );
+    assert_eq!(
+        read("conflict_task.md"),
+        hephaestus::agents::prompt::CONFLICT_TASK
     );
     let text = std::fs::read_to_string(dir.join("mcp_instructions.md")).unwrap();
     assert_eq!(text, hephaestus::mcp::INSTRUCTIONS);

@@ -125,16 +125,19 @@ impl McpSession {
         let (task_id, workflow_id) = self.task_and_workflow(&caller);
         let state = self.state.clone();
         let saved = attempt!(
-            blocking(move || state.memory.save(NewMemory {
-                content: p.content,
-                memory_type: p.memory_type,
-                tags: p.tags.unwrap_or_default(),
-                related_files: p.related_files.unwrap_or_default(),
-                agent_id: Some(caller),
-                task_id,
-                workflow_id,
-                created_at_ms: None,
-            }))
+            blocking(move || crate::services::memory::save(
+                &state,
+                NewMemory {
+                    content: p.content,
+                    memory_type: p.memory_type,
+                    tags: p.tags.unwrap_or_default(),
+                    related_files: p.related_files.unwrap_or_default(),
+                    agent_id: Some(caller),
+                    task_id,
+                    workflow_id,
+                    created_at_ms: None,
+                }
+            ))
             .await
             .map_err(|e| tool_error(format!("cannot save the memory: {e:#}")))
         );

@@ -8,10 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{McpSession, attempt, refusal, reply};
+use crate::services;
 use crate::store::MessageView;
-
-/// At most one broadcast per agent in this many milliseconds.
-const BROADCAST_INTERVAL_MS: i64 = 10_000;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SendMessageParams {
@@ -51,12 +49,9 @@ impl McpSession {
     ) -> Result<CallToolResult, McpError> {
         let caller = attempt!(self.caller());
         attempt!(
-            self.state
-                .store
-                .send_message(&caller, &p.recipient_agent_id, &p.message)
+            services::messages::send(&self.state, &caller, &p.recipient_agent_id, &p.message)
                 .map_err(refusal)
         );
-        self.state.signals.queue_changed();
         reply(
             format!("Message queued for agent {}", p.recipient_agent_id),
             &Sent {
@@ -75,12 +70,8 @@ impl McpSession {
     ) -> Result<CallToolResult, McpError> {
         let caller = attempt!(self.caller());
         let recipients = attempt!(
-            self.state
-                .store
-                .broadcast_message(&caller, &p.message, BROADCAST_INTERVAL_MS)
-                .map_err(refusal)
+            services::messages::broadcast(&self.state, &caller, &p.message).map_err(refusal)
         );
-        self.state.signals.queue_changed();
         reply(
             format!("Broadcast queued for {} agent(s)", recipients.len()),
             &Sent { recipients },

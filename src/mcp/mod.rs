@@ -24,6 +24,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool_handler};
 use serde::Serialize;
 
+use crate::events::Event;
 use crate::state::Shared;
 use crate::store::{AgentKind, AgentView, OpError};
 
@@ -36,6 +37,8 @@ pub struct McpSession {
     peer_pid: u32,
     /// A managed agent (authenticated with a token): the agent manager follows its progress.
     managed: bool,
+    /// This session announced its managed agent as connected.
+    announced: std::sync::atomic::AtomicBool,
 }
 
 impl McpSession {
@@ -46,6 +49,7 @@ impl McpSession {
             agent_id: Mutex::new(agent_id),
             peer_pid,
             managed,
+            announced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -83,12 +87,22 @@ impl McpSession {
     /// `_meta` instead.
     fn connected(&self, client_name: impl FnOnce() -> String) -> Result<String, McpError> {
         if let Some(id) = self.agent_id() {
-            if self.managed && !self.state.signals.is_initialized(&id) {
-                self.state.signals.initialized(&id);
+            if self.managed
+                && !self
+                    .announced
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                self.publish(Event::AgentConnected {
+                    agent_id: id.clone(),
+                });
             }
             return Ok(id);
         }
         self.register_external(&client_name())
+    }
+
+    fn publish(&self, event: Event) {
+        self.state.events.publish(event);
     }
 
     fn caller(&self) -> Result<String, CallToolResult> {
@@ -152,7 +166,7 @@ impl ServerHandler for McpSession {
     ) -> Result<rmcp::model::ListToolsResult, McpError> {
         let agent = self.connected(|| client_name(&context.meta))?;
         if self.managed {
-            self.state.signals.tools_listed(&agent);
+            self.publish(Event::AgentToolsListed { agent_id: agent });
         }
         let cache_hints = context
             .protocol_version()
@@ -176,7 +190,9 @@ impl ServerHandler for McpSession {
         let tool = request.name.clone();
         let agent = self.connected(|| client_name(&context.meta))?;
         if self.managed {
-            self.state.signals.tool_called(&agent);
+            self.publish(Event::AgentToolCalled {
+                agent_id: agent.clone(),
+            });
         }
         let result = router()
             .call(ToolCallContext::new(self, request, context))

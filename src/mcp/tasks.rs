@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{McpSession, attempt, refusal, reply, tool_error};
 use crate::queue::{Priority, TaskStatus};
-use crate::states::EventKind;
+use crate::services;
 use crate::store::{NewTask, StatusUpdate, TaskFilter, TaskView};
 use crate::text::first_line;
 
@@ -167,9 +167,9 @@ impl McpSession {
     ) -> Result<CallToolResult, McpError> {
         let caller = attempt!(self.caller());
         let (task, created) = attempt!(
-            self.state
-                .store
-                .create_task(NewTask {
+            services::tasks::create(
+                &self.state,
+                NewTask {
                     description: p.description,
                     done_definition: p.done_definition,
                     priority: p.priority,
@@ -180,10 +180,10 @@ impl McpSession {
                     created_by: Some(caller),
                     boosted: false,
                     base_ref: None,
-                })
-                .map_err(refusal)
+                }
+            )
+            .map_err(refusal)
         );
-        self.state.signals.queue_changed();
         let text = if created {
             format!("Created {}", describe(&task))
         } else {
@@ -205,62 +205,26 @@ impl McpSession {
     ) -> Result<CallToolResult, McpError> {
         let caller = attempt!(self.caller());
         let task_id = attempt!(self.task_or_current(p.task_id));
-        let learnings = p.key_learnings.unwrap_or_default();
         let status = match p.status {
             ReportedStatus::InProgress => TaskStatus::InProgress,
             ReportedStatus::Done => TaskStatus::Done,
             ReportedStatus::Failed => TaskStatus::Failed,
         };
         let task = attempt!(
-            self.state
-                .store
-                .update_task_status(
-                    &caller,
-                    &task_id,
-                    StatusUpdate {
-                        status,
-                        summary: p.summary,
-                        failure_reason: p.failure_reason,
-                        key_learnings: learnings.clone(),
-                    },
-                )
-                .map_err(refusal)
+            services::tasks::report(
+                &self.state,
+                &caller,
+                &task_id,
+                StatusUpdate {
+                    status,
+                    summary: p.summary,
+                    failure_reason: p.failure_reason,
+                    key_learnings: p.key_learnings.unwrap_or_default(),
+                },
+            )
+            .await
+            .map_err(refusal)
         );
-        let _ = self.state.store.log_event(
-            Some(&caller),
-            Some(&task.id),
-            EventKind::TaskStatus,
-            task.status.as_str(),
-        );
-        // Each key learning becomes a memory of type learning (near-duplicates are skipped).
-        let learned: Vec<crate::store::NewMemory> = learnings
-            .iter()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| crate::store::NewMemory {
-                content: l.clone(),
-                memory_type: crate::states::MemoryType::Learning,
-                agent_id: Some(caller.clone()),
-                task_id: Some(task.id.clone()),
-                workflow_id: task.workflow_id.clone(),
-                ..Default::default()
-            })
-            .collect();
-        if !learned.is_empty() {
-            let state = self.state.clone();
-            let saved = super::memories::blocking(move || {
-                for m in learned {
-                    state.memory.save(m)?;
-                }
-                Ok(())
-            })
-            .await;
-            if let Err(e) = saved {
-                tracing::warn!(task = %task.id, "cannot save key learnings: {e:#}");
-            }
-        }
-        if task.status.is_terminal() {
-            self.state.signals.task_ended(&caller, &task.id);
-        }
         reply(format!("Updated {}", describe(&task)), &task)
     }
 

@@ -9,8 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{McpSession, attempt, refusal, reply};
+use crate::services::{self, workflows::StartWorkflow};
 use crate::states::WorkflowStatus;
-use crate::store::{NewWorkflow, TaskView, WorkflowDefinitionView, WorkflowView};
+use crate::store::{TaskView, WorkflowDefinitionView, WorkflowView};
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct DefinitionList {
@@ -125,18 +126,18 @@ impl McpSession {
     ) -> Result<CallToolResult, McpError> {
         let caller = attempt!(self.caller());
         let (workflow, first_task) = attempt!(
-            self.state
-                .store
-                .start_workflow(NewWorkflow {
-                    definition_id: &p.definition_id,
-                    description: &p.description,
+            services::workflows::start(
+                &self.state,
+                StartWorkflow {
+                    definition_id: p.definition_id,
+                    description: p.description,
                     parameters: p.parameters.unwrap_or_default(),
                     working_directory: p.working_directory,
                     created_by: Some(caller),
-                })
-                .map_err(refusal)
+                }
+            )
+            .map_err(refusal)
         );
-        self.state.signals.queue_changed();
         reply(
             format!(
                 "Started {}; first task {}",

@@ -26,7 +26,7 @@ pub use agents::{AgentKind, AgentView, Authenticated};
 pub use memories::{MemoryRow, MemoryVectors, NewMemory};
 pub use messages::MessageView;
 pub use runtime::AgentRuntime;
-pub use tasks::{NewTask, StatusUpdate, TaskFilter, TaskView};
+pub use tasks::{NewTask, Reported, StatusUpdate, TaskFilter, TaskView};
 pub use workflows::{NewWorkflow, PhaseView, WorkflowDefinitionView, WorkflowView};
 
 /// One entry of an agent's event log.

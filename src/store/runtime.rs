@@ -158,16 +158,26 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_task_merge(
+    /// How a task's merge went, on the task and on the agent whose branch holds it, together.
+    pub fn set_merge(
         &self,
         task_id: &str,
+        agent_id: &str,
         status: MergeStatus,
         files: &[String],
+        commit: Option<&str>,
     ) -> OpResult<()> {
-        self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
             "UPDATE tasks SET merge_status = ?2, merge_conflict_files = ?3, updated_at = ?4 WHERE id = ?1",
             params![task_id, status, serde_json::to_string(files)?, now_ms()],
         )?;
+        tx.execute(
+            "UPDATE agents SET merge_status = ?2, merge_commit = COALESCE(?3, merge_commit) WHERE id = ?1",
+            params![agent_id, status, commit],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -69,6 +69,14 @@ pub struct TaskFilter {
     pub limit: Option<usize>,
 }
 
+/// A task after its agent's report, and the dependents the report unblocked.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    pub task: TaskView,
+    /// Ids of blocked tasks that were queued because this one is done.
+    pub released: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct StatusUpdate {
     pub status: TaskStatus,
@@ -154,151 +162,11 @@ impl Store {
     /// Creates a task, or returns the existing one when its idempotency key was seen before
     /// (`false` in the second element).
     pub fn create_task(&self, new: NewTask) -> OpResult<(TaskView, bool)> {
-        if new.description.trim().is_empty() {
-            return Err(OpError::Invalid("description must not be empty".into()));
-        }
-        if new.done_definition.trim().is_empty() {
-            return Err(OpError::Invalid(
-                "done_definition must not be empty: say how to tell the task is finished".into(),
-            ));
-        }
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(key) = &new.idempotency_key {
-            let existing: Option<String> = tx
-                .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
-                .query_row(params![key], |r| r.get(0))
-                .optional()?;
-            if let Some(id) = existing {
-                return Ok((load_task(&tx, &id)?, false));
-            }
-        }
-
-        // The creator's current task gives the default workflow and phase, and is the parent.
-        let parent: Option<(String, Option<String>, i64)> = match &new.created_by {
-            Some(agent) => tx
-                .prepare_cached(
-                    "SELECT t.id, t.workflow_id, t.phase_order FROM agents a
-                     JOIN tasks t ON t.id = a.current_task_id WHERE a.id = ?1",
-                )?
-                .query_row(params![agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?,
-            None => None,
-        };
-        let workflow_id = new
-            .workflow_id
-            .clone()
-            .or_else(|| parent.as_ref().and_then(|p| p.1.clone()));
-        let (phase_id, phase_order) = match &workflow_id {
-            Some(wf) => {
-                let status: Option<WorkflowStatus> = tx
-                    .prepare_cached("SELECT status FROM workflows WHERE id = ?1")?
-                    .query_row(params![wf], |r| r.get(0))
-                    .optional()?;
-                match status {
-                    None => {
-                        return Err(OpError::NotFound(format!(
-                            "no workflow with id {wf}: use list_workflow_executions"
-                        )));
-                    }
-                    Some(WorkflowStatus::Active | WorkflowStatus::Paused) => {}
-                    Some(s) => {
-                        return Err(OpError::Invalid(format!(
-                            "workflow {wf} is {s}; tasks can only be added to active workflows"
-                        )));
-                    }
-                }
-                let order = new
-                    .phase
-                    .or_else(|| parent.as_ref().map(|p| p.2).filter(|o| *o > 0))
-                    .unwrap_or(1);
-                let id: Option<String> = tx
-                    .prepare_cached(
-                        "SELECT id FROM phases WHERE workflow_id = ?1 AND phase_order = ?2",
-                    )?
-                    .query_row(params![wf, order], |r| r.get(0))
-                    .optional()?;
-                match id {
-                    Some(id) => (Some(id), order),
-                    None => {
-                        let max: i64 = tx.query_row(
-                            "SELECT COALESCE(MAX(phase_order), 0) FROM phases WHERE workflow_id = ?1",
-                            params![wf],
-                            |r| r.get(0),
-                        )?;
-                        return Err(OpError::Invalid(format!(
-                            "phase {order} does not exist in workflow {wf}: use a phase number from 1 to {max}"
-                        )));
-                    }
-                }
-            }
-            None => {
-                if let Some(p) = new.phase {
-                    return Err(OpError::Invalid(format!(
-                        "phase {p} given but no workflow: pass workflow_id, or create the task from an agent working in a workflow"
-                    )));
-                }
-                (None, 0)
-            }
-        };
-
-        let id = new_id();
-        let mut deps = new.depends_on.clone();
-        deps.sort();
-        deps.dedup();
-        let mut graph = DependencyGraph::new();
-        let mut unmet = 0;
-        for dep in &deps {
-            match status_of(&tx, dep)? {
-                None => {
-                    return Err(OpError::NotFound(format!(
-                        "depends_on: no task with id {dep}"
-                    )));
-                }
-                Some((s, _)) if s != TaskStatus::Done => unmet += 1,
-                Some(_) => {}
-            }
-            graph
-                .add(&id, dep)
-                .map_err(|e| OpError::Invalid(e.to_string()))?;
-        }
-
-        let priority = new.priority.unwrap_or(Priority::Medium);
-        let status = TaskStatus::initial(unmet);
-        let now = now_ms();
-        tx.prepare_cached(
-            "INSERT INTO tasks (id, workflow_id, phase_id, phase_order, description, done_definition,
-                priority, priority_weight, boosted, status, created_by_agent_id, parent_task_id,
-                idempotency_key, created_at, queued_at, updated_at, base_ref)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?14, ?16)",
-        )?
-        .execute(params![
-            id,
-            workflow_id,
-            phase_id,
-            phase_order,
-            new.description,
-            new.done_definition,
-            priority.as_str(),
-            priority.weight(),
-            new.boosted,
-            status.as_str(),
-            new.created_by,
-            parent.as_ref().map(|p| &p.0),
-            new.idempotency_key,
-            now,
-            (status == TaskStatus::Queued).then_some(now),
-            new.base_ref,
-        ])?;
-        for dep in &deps {
-            tx.prepare_cached(
-                "INSERT INTO task_dependencies (task_id, depends_on_task_id) VALUES (?1, ?2)",
-            )?
-            .execute(params![id, dep])?;
-        }
-        let view = load_task(&tx, &id)?;
+        let created = insert_task(&tx, new)?;
         tx.commit()?;
-        Ok((view, true))
+        Ok(created)
     }
 
     pub fn get_task(&self, id: &str) -> OpResult<TaskView> {
@@ -365,7 +233,7 @@ impl Store {
         caller: &str,
         task_id: &str,
         update: StatusUpdate,
-    ) -> OpResult<TaskView> {
+    ) -> OpResult<Reported> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (current, assignee) = status_of(&tx, task_id)?.ok_or_else(|| {
@@ -393,7 +261,10 @@ impl Store {
             )));
         }
         if current == next && next == TaskStatus::InProgress {
-            return load_task(&tx, task_id);
+            return Ok(Reported {
+                task: load_task(&tx, task_id)?,
+                released: Vec::new(),
+            });
         }
         if !current.can_become(next) {
             return Err(OpError::Invalid(format!(
@@ -439,12 +310,14 @@ impl Store {
             )?
             .execute(params![caller, task_id])?;
         }
-        if next == TaskStatus::Done {
-            release_dependents(&tx, task_id, now)?;
-        }
-        let view = load_task(&tx, task_id)?;
+        let released = if next == TaskStatus::Done {
+            release_dependents(&tx, task_id, now)?
+        } else {
+            Vec::new()
+        };
+        let task = load_task(&tx, task_id)?;
         tx.commit()?;
-        Ok(view)
+        Ok(Reported { task, released })
     }
 
     /// Gives `agent_id` the first queued task in queue order, if the concurrency cap allows.
@@ -519,6 +392,153 @@ impl Store {
     }
 }
 
+/// Inserts a task inside the caller's transaction (a task alone, or a workflow's first task),
+/// or returns the existing one its idempotency key names (`false`).
+pub(super) fn insert_task(tx: &Connection, new: NewTask) -> OpResult<(TaskView, bool)> {
+    if new.description.trim().is_empty() {
+        return Err(OpError::Invalid("description must not be empty".into()));
+    }
+    if new.done_definition.trim().is_empty() {
+        return Err(OpError::Invalid(
+            "done_definition must not be empty: say how to tell the task is finished".into(),
+        ));
+    }
+    if let Some(key) = &new.idempotency_key {
+        let existing: Option<String> = tx
+            .prepare_cached("SELECT id FROM tasks WHERE idempotency_key = ?1")?
+            .query_row(params![key], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok((load_task(tx, &id)?, false));
+        }
+    }
+
+    // The creator's current task gives the default workflow and phase, and is the parent.
+    let parent: Option<(String, Option<String>, i64)> = match &new.created_by {
+        Some(agent) => tx
+            .prepare_cached(
+                "SELECT t.id, t.workflow_id, t.phase_order FROM agents a
+                 JOIN tasks t ON t.id = a.current_task_id WHERE a.id = ?1",
+            )?
+            .query_row(params![agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+        None => None,
+    };
+    let workflow_id = new
+        .workflow_id
+        .clone()
+        .or_else(|| parent.as_ref().and_then(|p| p.1.clone()));
+    let (phase_id, phase_order) = match &workflow_id {
+        Some(wf) => {
+            let status: Option<WorkflowStatus> = tx
+                .prepare_cached("SELECT status FROM workflows WHERE id = ?1")?
+                .query_row(params![wf], |r| r.get(0))
+                .optional()?;
+            match status {
+                None => {
+                    return Err(OpError::NotFound(format!(
+                        "no workflow with id {wf}: use list_workflow_executions"
+                    )));
+                }
+                Some(WorkflowStatus::Active | WorkflowStatus::Paused) => {}
+                Some(s) => {
+                    return Err(OpError::Invalid(format!(
+                        "workflow {wf} is {s}; tasks can only be added to active workflows"
+                    )));
+                }
+            }
+            let order = new
+                .phase
+                .or_else(|| parent.as_ref().map(|p| p.2).filter(|o| *o > 0))
+                .unwrap_or(1);
+            let id: Option<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM phases WHERE workflow_id = ?1 AND phase_order = ?2",
+                )?
+                .query_row(params![wf, order], |r| r.get(0))
+                .optional()?;
+            match id {
+                Some(id) => (Some(id), order),
+                None => {
+                    let max: i64 = tx.query_row(
+                        "SELECT COALESCE(MAX(phase_order), 0) FROM phases WHERE workflow_id = ?1",
+                        params![wf],
+                        |r| r.get(0),
+                    )?;
+                    return Err(OpError::Invalid(format!(
+                        "phase {order} does not exist in workflow {wf}: use a phase number from 1 to {max}"
+                    )));
+                }
+            }
+        }
+        None => {
+            if let Some(p) = new.phase {
+                return Err(OpError::Invalid(format!(
+                    "phase {p} given but no workflow: pass workflow_id, or create the task from an agent working in a workflow"
+                )));
+            }
+            (None, 0)
+        }
+    };
+
+    let id = new_id();
+    let mut deps = new.depends_on.clone();
+    deps.sort();
+    deps.dedup();
+    let mut graph = DependencyGraph::new();
+    let mut unmet = 0;
+    for dep in &deps {
+        match status_of(tx, dep)? {
+            None => {
+                return Err(OpError::NotFound(format!(
+                    "depends_on: no task with id {dep}"
+                )));
+            }
+            Some((s, _)) if s != TaskStatus::Done => unmet += 1,
+            Some(_) => {}
+        }
+        graph
+            .add(&id, dep)
+            .map_err(|e| OpError::Invalid(e.to_string()))?;
+    }
+
+    let priority = new.priority.unwrap_or(Priority::Medium);
+    let status = TaskStatus::initial(unmet);
+    let now = now_ms();
+    tx.prepare_cached(
+        "INSERT INTO tasks (id, workflow_id, phase_id, phase_order, description, done_definition,
+            priority, priority_weight, boosted, status, created_by_agent_id, parent_task_id,
+            idempotency_key, created_at, queued_at, updated_at, base_ref)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?14, ?16)",
+    )?
+    .execute(params![
+        id,
+        workflow_id,
+        phase_id,
+        phase_order,
+        new.description,
+        new.done_definition,
+        priority.as_str(),
+        priority.weight(),
+        new.boosted,
+        status.as_str(),
+        new.created_by,
+        parent.as_ref().map(|p| &p.0),
+        new.idempotency_key,
+        now,
+        (status == TaskStatus::Queued).then_some(now),
+        new.base_ref,
+    ])?;
+    for dep in &deps {
+        tx.prepare_cached(
+            "INSERT INTO task_dependencies (task_id, depends_on_task_id) VALUES (?1, ?2)",
+        )?
+        .execute(params![id, dep])?;
+    }
+    let view = load_task(tx, &id)?;
+    Ok((view, true))
+}
+
 fn check_claimant(conn: &Connection, agent_id: &str, max_active: u32) -> OpResult<()> {
     let agent: Option<(String, Option<String>)> = conn
         .prepare_cached("SELECT status, current_task_id FROM agents WHERE id = ?1")?
@@ -572,16 +592,20 @@ fn assign(conn: &Connection, task_id: &str, agent_id: &str) -> OpResult<()> {
 }
 
 /// Queues each blocked dependent of `done_task` that has no unfinished dependency left.
-fn release_dependents(conn: &Connection, done_task: &str, now: i64) -> OpResult<()> {
-    conn.prepare_cached(
-        "UPDATE tasks SET status = 'queued', queued_at = ?2, updated_at = ?2
+/// Queues the blocked dependents of `done_task` whose dependencies are now all done; their ids.
+fn release_dependents(conn: &Connection, done_task: &str, now: i64) -> OpResult<Vec<String>> {
+    let released = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = 'queued', queued_at = ?2, updated_at = ?2
          WHERE status = 'blocked'
            AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on_task_id = ?1)
            AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN tasks dep ON dep.id = d.depends_on_task_id
-                           WHERE d.task_id = tasks.id AND dep.status != 'done')",
-    )?
-    .execute(params![done_task, now])?;
-    Ok(())
+                           WHERE d.task_id = tasks.id AND dep.status != 'done')
+         RETURNING id",
+        )?
+        .query_map(params![done_task, now], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(released)
 }
 
 #[cfg(test)]
@@ -626,7 +650,8 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(done.key_learnings, vec!["x"]);
+        assert_eq!(done.task.key_learnings, vec!["x"]);
+        assert_eq!(done.released, vec![second.id.clone()]);
         let second = store.get_task(&second.id).unwrap();
         assert_eq!(second.status, TaskStatus::Queued);
         assert!(second.waiting_on.is_empty());
@@ -727,7 +752,11 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, OpError::Forbidden(_)), "{err}");
         assert_eq!(
-            store.update_task_status(&a, &t.id, update).unwrap().status,
+            store
+                .update_task_status(&a, &t.id, update)
+                .unwrap()
+                .task
+                .status,
             TaskStatus::InProgress
         );
         let no_summary = StatusUpdate {

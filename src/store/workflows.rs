@@ -7,8 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{OpError, OpResult, Store, json_list, new_id, tasks::NewTask};
-use crate::phases::{LaunchParameter, WorkflowDefinition};
-use crate::queue::Priority;
+use crate::phases::{LaunchParameter, PhaseDefinition, WorkflowDefinition};
 use crate::states::WorkflowStatus;
 use crate::time::{now_ms, rfc3339};
 
@@ -53,11 +52,16 @@ pub struct WorkflowView {
 }
 
 pub struct NewWorkflow<'a> {
-    pub definition_id: &'a str,
+    pub definition: &'a WorkflowDefinition,
     pub description: &'a str,
-    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// The launch parameters, checked and complete.
+    pub parameters: &'a HashMap<String, String>,
+    /// The definition's phases with the parameters filled in.
+    pub phases: &'a [PhaseDefinition],
     pub working_directory: Option<String>,
     pub created_by: Option<String>,
+    /// The first phase's task.
+    pub first_task: NewTask,
 }
 
 impl Store {
@@ -127,44 +131,35 @@ impl Store {
             .collect()
     }
 
-    /// Starts an execution of a definition: the workflow row, one row per phase with every
-    /// `{param}` filled in, and the first phase's first task. One transaction.
+    /// Starts an execution of a definition: the workflow row, one row per phase and the first
+    /// phase's task, in one transaction.
     pub fn start_workflow(
         &self,
         new: NewWorkflow<'_>,
     ) -> OpResult<(WorkflowView, super::TaskView)> {
-        if new.description.trim().is_empty() {
-            return Err(OpError::Invalid(
-                "description must not be empty: say what this run is for".into(),
-            ));
-        }
-        let def = self.workflow_definition(new.definition_id)?;
-        let params: HashMap<String, String> =
-            crate::phases::resolve_parameters(&def, &new.parameters).map_err(OpError::Invalid)?;
         let id = new_id();
         let now = now_ms();
-        {
+        let task = {
             let mut conn = self.lock();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let stored_params: BTreeMap<&String, &String> = params.iter().collect();
+            let stored_params: BTreeMap<&String, &String> = new.parameters.iter().collect();
             tx.execute(
                 "INSERT INTO workflows (id, definition_id, name, description, status, working_directory,
                     launch_params, config, created_by_agent_id, created_at)
                  VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9)",
                 params![
                     id,
-                    def.id,
-                    def.name,
+                    new.definition.id,
+                    new.definition.name,
                     new.description,
                     new.working_directory,
                     serde_json::to_string(&stored_params)?,
-                    serde_json::to_string(&def.config)?,
+                    serde_json::to_string(&new.definition.config)?,
                     new.created_by,
                     now
                 ],
             )?;
-            for phase in &def.phases {
-                let p = phase.substituted(&params);
+            for p in new.phases {
                 tx.execute(
                     "INSERT INTO phases (id, workflow_id, phase_order, name, description, done_definitions,
                         additional_notes, outputs, next_steps, working_directory, cli_tool, cli_model, validation)
@@ -179,46 +174,23 @@ impl Store {
                         p.additional_notes,
                         serde_json::to_string(&p.outputs)?,
                         serde_json::to_string(&p.next_steps)?,
-                        p.working_directory.or_else(|| new.working_directory.clone()),
+                        p.working_directory
+                            .clone()
+                            .or_else(|| new.working_directory.clone()),
                         p.cli_tool,
                         p.cli_model,
-                        p.validation.map(|v| v.to_string()),
+                        p.validation.as_ref().map(|v| v.to_string()),
                     ],
                 )?;
             }
+            let first_task = NewTask {
+                workflow_id: Some(id.clone()),
+                ..new.first_task
+            };
+            let (task, _) = super::tasks::insert_task(&tx, first_task)?;
             tx.commit()?;
-        }
-        let first = &def.phases[0];
-        let prompt = def
-            .config
-            .launch_template
-            .as_ref()
-            .and_then(|t| t.phase_1_task_prompt.as_deref())
-            .map(|t| crate::phases::substitute(t, &params))
-            .unwrap_or_else(|| {
-                format!(
-                    "{}\n\n{}",
-                    new.description,
-                    first.substituted(&params).description
-                )
-            });
-        let done = first.substituted(&params).done_definitions;
-        let (task, _) = self.create_task(NewTask {
-            description: prompt,
-            done_definition: if done.is_empty() {
-                format!("Phase {} ({}) is complete", first.order, first.name)
-            } else {
-                done.iter()
-                    .map(|d| format!("- {d}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            },
-            priority: Some(Priority::High),
-            phase: Some(first.order),
-            workflow_id: Some(id.clone()),
-            created_by: new.created_by.clone(),
-            ..Default::default()
-        })?;
+            task
+        };
         Ok((self.get_workflow(&id)?, task))
     }
 
@@ -283,61 +255,5 @@ impl Store {
                 .collect::<Result<Vec<_>, _>>()?
         };
         ids.iter().map(|id| self.get_workflow(id)).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn starting_a_shipped_workflow_creates_phases_and_the_first_task() {
-        let store = Store::open_in_memory().unwrap();
-        store
-            .sync_definitions(&crate::phases::shipped().unwrap())
-            .unwrap();
-        let params =
-            serde_json::from_str(r#"{"bug_description": "login crashes on empty password"}"#)
-                .unwrap();
-        let (wf, task) = store
-            .start_workflow(NewWorkflow {
-                definition_id: "bug-fix",
-                description: "fix login",
-                parameters: params,
-                working_directory: None,
-                created_by: None,
-            })
-            .unwrap();
-        assert_eq!(wf.phases.len(), 3);
-        assert_eq!(wf.status, WorkflowStatus::Active);
-        assert_eq!(task.phase, Some(1));
-        assert_eq!(task.priority, Priority::High);
-        assert!(
-            task.description.contains("login crashes on empty password"),
-            "{}",
-            task.description
-        );
-        assert_eq!(wf.task_counts.get("queued"), Some(&1));
-
-        let missing = store
-            .start_workflow(NewWorkflow {
-                definition_id: "bug-fix",
-                description: "x",
-                parameters: Default::default(),
-                working_directory: None,
-                created_by: None,
-            })
-            .unwrap_err();
-        assert!(missing.to_string().contains("bug_description"), "{missing}");
-        let unknown = store
-            .start_workflow(NewWorkflow {
-                definition_id: "nope",
-                description: "x",
-                parameters: Default::default(),
-                working_directory: None,
-                created_by: None,
-            })
-            .unwrap_err();
-        assert!(unknown.to_string().contains("known: bug-fix"), "{unknown}");
     }
 }

@@ -1,0 +1,95 @@
+//! What people ask of the agent manager through its handle: `agents kill`, `agents send` and
+//! `agents gc`. Each runs as a task of its own, so the manager's loop never waits on one.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+
+use super::handle::Command;
+use super::manager::AgentManager;
+use super::teardown::Ending;
+use crate::states::{AgentStatus, EventKind};
+use crate::store::{AgentRuntime, Store};
+
+impl AgentManager {
+    pub(super) fn spawn_command(self: &Arc<Self>, command: Command) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            match command {
+                Command::Kill { agent, reply } => {
+                    let _ = reply.send(me.kill(&agent).await);
+                }
+                Command::Send { agent, text, reply } => {
+                    let _ = reply.send(me.send(&agent, &text).await);
+                }
+                Command::Gc { reply } => {
+                    let _ = reply.send(me.gc().await);
+                }
+            }
+        });
+    }
+
+    /// Stops an agent at a person's request: its task fails (it is not retried), its work is
+    /// committed on its branch and kept there.
+    async fn kill(&self, prefix: &str) -> Result<String> {
+        let rt = resolve_agent(&self.state.store, prefix)?;
+        if rt.status == AgentStatus::Terminated {
+            bail!("agent {} has already ended", rt.agent_id);
+        }
+        if !self.claim_busy(&rt.agent_id) {
+            bail!(
+                "agent {} is starting or finishing right now; try again in a few seconds",
+                rt.agent_id
+            );
+        }
+        let ended = self.teardown(&rt, Ending::Killed).await;
+        self.set_busy(&rt.agent_id, false);
+        let ended = ended?;
+        Ok(match (rt.branch, ended.commit) {
+            (Some(b), Some(c)) => format!(
+                "stopped agent {}; its work is committed on {b} at {c}",
+                rt.agent_id
+            ),
+            (Some(b), None) => format!("stopped agent {}; its branch {b} is kept", rt.agent_id),
+            _ => format!("stopped agent {}", rt.agent_id),
+        })
+    }
+
+    /// Types a person's message into an agent's terminal.
+    async fn send(&self, prefix: &str, text: &str) -> Result<String> {
+        let rt = resolve_agent(&self.state.store, prefix)?;
+        let Some(session) = rt
+            .tmux_session
+            .clone()
+            .filter(|_| rt.status != AgentStatus::Terminated)
+        else {
+            bail!("agent {} is not running", rt.agent_id);
+        };
+        let scratch = self.agent_dir(&rt.agent_id).join("paste.txt");
+        self.terminal.send_line(&session, text, &scratch).await?;
+        self.state.events.record(
+            &rt.agent_id,
+            rt.task_id.as_deref(),
+            EventKind::MessageFromPerson,
+            text,
+        )?;
+        Ok(format!("sent to agent {}", rt.agent_id))
+    }
+}
+
+/// The managed agent whose id starts with `prefix` (at least 4 characters).
+pub fn resolve_agent(store: &Store, prefix: &str) -> Result<AgentRuntime> {
+    if prefix.len() < 4 {
+        bail!("give at least 4 characters of the agent id");
+    }
+    let matches: Vec<_> = store
+        .all_managed_agents()?
+        .into_iter()
+        .filter(|a| a.agent_id.starts_with(prefix))
+        .collect();
+    match matches.len() {
+        0 => bail!("no agent id starts with {prefix}: see `hephaestus agents --all`"),
+        1 => Ok(matches.into_iter().next().expect("one match")),
+        n => bail!("{n} agents start with {prefix}: give more of the id"),
+    }
+}
