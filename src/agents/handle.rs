@@ -3,13 +3,13 @@
 //! `Arc` cycle, no module cycle: this file needs neither the manager nor the shared state).
 
 use anyhow::{Result, anyhow};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::terminal::Terminal;
 
 /// What `agents gc` removed.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct GcReport {
     pub sessions_killed: Vec<String>,
     pub worktrees_removed: Vec<String>,

@@ -156,10 +156,10 @@ impl AgentManager {
                 "[hephaestus] work of an agent that did not start properly".to_string(),
             ),
         };
-        let _ =
-            self.state
-                .events
-                .record_with(agent, task_id, kind, &message, Some(&output));
+        let _ = self
+            .state
+            .events
+            .record_with(agent, task_id, kind, &message, Some(&output));
         let _ = self.terminal.end(session).await;
         match self.checkpoint(rt, &commit_message).await {
             Ok(c) => c,
@@ -168,7 +168,6 @@ impl AgentManager {
                 None
             }
         }
-
     }
 
     /// Requeues or fails a task whose agent did not finish it; `reason(Some(attempt), max)` or

@@ -85,6 +85,7 @@ impl McpSession {
         );
         let tasks = attempt!(store.task_counts(None).map_err(refusal));
         let active_agents = attempt!(store.list_agents(false).map_err(refusal)).len();
+        let memory = self.state.memory.status();
         let health = Health {
             status: "ok".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -93,11 +94,11 @@ impl McpSession {
             active_agents,
             max_concurrent_agents: self.state.config.max_concurrent_agents,
             tasks,
-            memory_embedder: self.state.memory.embedder_id().to_string(),
-            memory_degraded: self.state.memory.degraded(),
-            memory_note: self.state.memory.note(),
-            memory_backend: self.state.memory.backend(),
-            memories_indexed: self.state.memory.indexed(),
+            memory_embedder: memory.embedder,
+            memory_degraded: memory.degraded,
+            memory_note: memory.note,
+            memory_backend: memory.backend,
+            memories_indexed: memory.indexed,
         };
         reply(
             format!(

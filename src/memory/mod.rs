@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::{MemoryRow, MemoryVectors, NewMemory, Store};
 use embedder::{Embedder, Embedding};
@@ -96,7 +96,7 @@ impl Default for MemorySettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Saved {
     Stored {
@@ -113,7 +113,7 @@ pub enum Saved {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Found {
     pub memory: MemoryRow,
     /// Cosine of the sentence vectors: what `min_similarity` and deduplication use.
@@ -133,11 +133,27 @@ pub struct Query {
     pub workflow_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReindexReport {
     pub embedded: usize,
     pub indexed: usize,
     pub embedder: String,
+}
+
+/// How memory stands, for `status` and `health_check`: counters only, so it never waits on a
+/// remote backend.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemoryStatus {
+    pub embedder: String,
+    pub token_rerank: bool,
+    /// Searching without a real model (lexical overlap only).
+    pub degraded: bool,
+    /// Why memory runs below its configured quality, when it does.
+    pub note: Option<String>,
+    /// Where memories are searched: "embedded" or "qdrant at URL".
+    pub backend: String,
+    pub indexed: usize,
+    pub pending: usize,
 }
 
 pub struct Memory {
@@ -311,6 +327,18 @@ impl Memory {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    pub fn status(&self) -> MemoryStatus {
+        MemoryStatus {
+            embedder: self.embedder_id(),
+            token_rerank: self.token_reranking(),
+            degraded: self.degraded(),
+            note: self.note(),
+            backend: self.backend(),
+            indexed: self.indexed(),
+            pending: self.pending(),
+        }
     }
 
     pub fn embedder_id(&self) -> String {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{OpResult, Store, json_list};
 use crate::memory::tokens::TokenVectors;
@@ -24,7 +24,7 @@ pub struct NewMemory {
     pub created_at_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MemoryRow {
     pub id: i64,
     pub content: String,

@@ -30,7 +30,7 @@ pub use tasks::{NewTask, Reported, StatusUpdate, TaskFilter, TaskView};
 pub use workflows::{NewWorkflow, PhaseView, WorkflowDefinitionView, WorkflowView};
 
 /// One entry of an agent's event log.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AgentEvent {
     pub kind: EventKind,
     pub message: String,

@@ -1,0 +1,71 @@
+//! `hephaestus status`: the coordinator, tasks by status, active workflows and agents, memory.
+
+use anyhow::Result;
+
+use super::Output;
+use super::agents::print_agents;
+use super::workflow::print_workflows;
+use crate::control::Request;
+use crate::control::replies::{AgentRow, Status};
+
+pub(super) fn run(out: &Output) -> Result<()> {
+    out.show(Request::Status, |v: Status| print_status(&v))
+}
+
+fn print_status(v: &Status) {
+    println!(
+        "coordinator pid {} · up {}s · socket {}",
+        v.pid,
+        v.uptime_seconds,
+        v.socket.display()
+    );
+    let tasks: Vec<String> = v.tasks.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!(
+        "tasks: {}",
+        if tasks.is_empty() {
+            "none".to_string()
+        } else {
+            tasks.join(", ")
+        }
+    );
+    println!("active workflows:");
+    print_workflows(&v.workflows);
+    println!(
+        "agents ({} active, max {} working):",
+        v.agents.len(),
+        v.max_concurrent_agents
+    );
+    let rows: Vec<AgentRow> = v
+        .agents
+        .iter()
+        .map(|agent| AgentRow {
+            agent: agent.clone(),
+            age: None,
+            tmux_session: None,
+            branch: None,
+            merge_status: None,
+            last_output: None,
+        })
+        .collect();
+    print_agents(&rows);
+    let m = &v.memory;
+    println!(
+        "memory: {} indexed, {} pending · embedder {}{} · {}",
+        m.indexed,
+        m.pending,
+        m.embedder,
+        if m.token_rerank {
+            " with token re-ranking"
+        } else {
+            ""
+        },
+        m.backend
+    );
+    if let Some(note) = &m.note {
+        println!("memory: {note}");
+    } else if m.degraded {
+        println!(
+            "memory quality is degraded: the hashing embedder matches words, not meaning (set memory.embedder)"
+        );
+    }
+}

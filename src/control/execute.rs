@@ -1,0 +1,317 @@
+//! The coordinator's answer to each control request: parse, call a service or read the store,
+//! and return the reply type (`replies.rs`) as JSON. One function per group of requests.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Request;
+use super::replies::{
+    AgentDetail, AgentRow, Deleted, ImportReport, Registered, Status, TaskCreated, WorkflowStarted,
+};
+use crate::agents::handle::AgentsHandle;
+use crate::memory::Saved;
+use crate::services;
+use crate::state::Shared;
+use crate::states::{AgentStatus, MemoryType, WorkflowStatus};
+use crate::store::{NewTask, OpError, TaskFilter};
+
+type Answer = Result<Value, OpError>;
+
+fn answer(reply: impl Serialize) -> Answer {
+    Ok(serde_json::to_value(reply)?)
+}
+
+pub(super) async fn execute(state: &Shared, req: Request) -> Answer {
+    match req {
+        Request::Status => status(state),
+        Request::TaskCreate { .. }
+        | Request::TaskList { .. }
+        | Request::TaskShow { .. }
+        | Request::TaskAssign { .. } => tasks(state, req),
+        Request::WorkflowDefinitions
+        | Request::WorkflowList { .. }
+        | Request::WorkflowStart { .. }
+        | Request::WorkflowShow { .. } => workflows(state, req),
+        Request::AgentList { .. }
+        | Request::AgentShow { .. }
+        | Request::AgentKill { .. }
+        | Request::AgentSend { .. }
+        | Request::AgentGc
+        | Request::AgentRegister { .. } => agents(state, req).await,
+        Request::MemorySearch { .. }
+        | Request::MemoryList { .. }
+        | Request::MemoryReindex
+        | Request::MemoryExport
+        | Request::MemoryImport { .. }
+        | Request::MemoryDelete { .. }
+        | Request::MemorySave { .. } => memory(state, req).await,
+    }
+}
+
+fn status(state: &Shared) -> Answer {
+    let store = &state.store;
+    let config = &state.config;
+    answer(Status {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        data_dir: config.data_dir.clone(),
+        socket: config.socket_path.clone(),
+        max_concurrent_agents: config.max_concurrent_agents,
+        agents_enabled: config.agents.enabled,
+        agent_cli: config.agents.cli.clone(),
+        tmux_socket: config.agents.tmux_socket.clone(),
+        memory: state.memory.status(),
+        tasks: store.task_counts(None)?,
+        workflows: store.list_workflows(Some(WorkflowStatus::Active))?,
+        agents: store.list_agents(false)?,
+    })
+}
+
+fn tasks(state: &Shared, req: Request) -> Answer {
+    let store = &state.store;
+    match req {
+        Request::TaskCreate {
+            description,
+            done_definition,
+            priority,
+            phase,
+            workflow_id,
+            depends_on,
+            idempotency_key,
+            boost,
+        } => {
+            let (task, created) = services::tasks::create(
+                state,
+                NewTask {
+                    description,
+                    done_definition,
+                    priority,
+                    phase,
+                    workflow_id,
+                    depends_on,
+                    idempotency_key,
+                    created_by: None,
+                    boosted: boost,
+                    base_ref: None,
+                },
+            )?;
+            answer(TaskCreated { task, created })
+        }
+        Request::TaskList {
+            statuses,
+            phase,
+            workflow_id,
+            limit,
+        } => answer(store.list_tasks(&TaskFilter {
+            statuses,
+            phase,
+            workflow_id,
+            assigned_agent_id: None,
+            limit,
+        })?),
+        Request::TaskShow { id } => answer(store.get_task(&id)?),
+        Request::TaskAssign { task_id, agent_id } => {
+            answer(services::tasks::assign(state, &task_id, &agent_id)?)
+        }
+        _ => unreachable!("not a task request"),
+    }
+}
+
+fn workflows(state: &Shared, req: Request) -> Answer {
+    let store = &state.store;
+    match req {
+        Request::WorkflowDefinitions => answer(store.list_definitions()?),
+        Request::WorkflowList { status } => {
+            let status = status
+                .map(|s| s.parse::<WorkflowStatus>())
+                .transpose()
+                .map_err(OpError::Invalid)?;
+            answer(store.list_workflows(status)?)
+        }
+        Request::WorkflowStart {
+            definition_id,
+            description,
+            parameters,
+            working_directory,
+        } => {
+            let (workflow, first_task) = services::workflows::start(
+                state,
+                services::workflows::StartWorkflow {
+                    definition_id,
+                    description,
+                    parameters,
+                    working_directory,
+                    created_by: None,
+                },
+            )?;
+            answer(WorkflowStarted {
+                workflow,
+                first_task,
+            })
+        }
+        Request::WorkflowShow { id } => answer(store.get_workflow(&id)?),
+        _ => unreachable!("not a workflow request"),
+    }
+}
+
+fn handle(state: &Shared) -> Result<&AgentsHandle, OpError> {
+    state.agents.as_ref().ok_or_else(|| {
+        OpError::Invalid("agent spawning is off in this coordinator (serve --no-agents, or [agents] enabled = false)".into())
+    })
+}
+
+fn refused(e: anyhow::Error) -> OpError {
+    OpError::Invalid(format!("{e:#}"))
+}
+
+async fn agents(state: &Shared, req: Request) -> Answer {
+    let store = &state.store;
+    match req {
+        Request::AgentList { all } => answer(agent_rows(state, all).await?),
+        Request::AgentShow { id } => {
+            let rt = crate::agents::resolve_agent(store, &id).map_err(refused)?;
+            answer(AgentDetail {
+                events: store.agent_events(&rt.agent_id)?,
+                id: rt.agent_id,
+                status: rt.status,
+                task_id: rt.task_id,
+                tmux_session: rt.tmux_session,
+                tmux_socket: state.config.agents.tmux_socket.clone(),
+                worktree: rt.worktree_path,
+                branch: rt.branch,
+            })
+        }
+        Request::AgentKill { id } => answer(handle(state)?.kill(&id).await.map_err(refused)?),
+        Request::AgentSend { id, text } => {
+            answer(handle(state)?.send(&id, &text).await.map_err(refused)?)
+        }
+        Request::AgentGc => answer(handle(state)?.gc().await.map_err(refused)?),
+        Request::AgentRegister { name, cli_type } => {
+            let (agent, token) = store.register_agent(&name, cli_type.as_deref())?;
+            answer(Registered { agent, token })
+        }
+        _ => unreachable!("not an agent request"),
+    }
+}
+
+/// Agents with their CLI, task, age and the last line their terminal shows.
+async fn agent_rows(state: &Shared, all: bool) -> Result<Vec<AgentRow>, OpError> {
+    let store = &state.store;
+    let runtimes: std::collections::HashMap<String, crate::store::AgentRuntime> = store
+        .all_managed_agents()?
+        .into_iter()
+        .map(|r| (r.agent_id.clone(), r))
+        .collect();
+    let terminal = state.agents.as_ref().map(|a| a.terminal());
+    let now = crate::time::now_ms();
+    let mut rows = Vec::new();
+    for agent in store.list_agents(all)? {
+        let rt = runtimes.get(&agent.id);
+        let session = rt
+            .and_then(|r| r.tmux_session.as_deref())
+            .filter(|_| agent.status != AgentStatus::Terminated);
+        let last_output = match (terminal, session) {
+            (Some(t), Some(s)) => t.last_line(s).await.map(|l| l.trim().to_string()),
+            _ => None,
+        };
+        rows.push(AgentRow {
+            age: rt.map(|r| crate::time::age(r.created_at_ms, now)),
+            tmux_session: rt.and_then(|r| r.tmux_session.clone()),
+            branch: rt.and_then(|r| r.branch.clone()),
+            merge_status: rt.and_then(|r| r.merge_status),
+            last_output,
+            agent,
+        });
+    }
+    Ok(rows)
+}
+
+/// Runs blocking memory work (it embeds, or talks to a vector store) off the reactor thread.
+async fn blocking<T: Send + 'static>(
+    state: &Shared,
+    f: impl FnOnce(&Shared) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, OpError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|e| OpError::Internal(e.into()))?
+        .map_err(refused)
+}
+
+async fn memory(state: &Shared, req: Request) -> Answer {
+    let store = &state.store;
+    match req {
+        Request::MemorySearch {
+            query,
+            limit,
+            memory_types,
+        } => {
+            let memory_types = memory_types
+                .iter()
+                .map(|t| t.parse::<MemoryType>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(OpError::Invalid)?;
+            let q = crate::memory::Query {
+                text: query,
+                limit: limit.unwrap_or(5),
+                memory_types,
+                ..Default::default()
+            };
+            answer(blocking(state, move |s| s.memory.search(&q)).await?)
+        }
+        Request::MemoryList { limit } => answer(store.list_memories(limit.unwrap_or(50))?),
+        Request::MemoryExport => answer(store.all_memories()?),
+        Request::MemoryImport { memories } => {
+            // Checked whole first: one bad memory, and nothing is stored.
+            let checked = memories
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| match m.check() {
+                    Ok(memory_type) => Ok(m.into_new(memory_type)),
+                    Err(e) => Err(OpError::Invalid(format!("memory {}: {e}", i + 1))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = blocking(state, move |s| {
+                let mut report = ImportReport::default();
+                for m in checked {
+                    match services::memory::save(s, m)? {
+                        Saved::Stored { .. } => report.stored += 1,
+                        Saved::Pending { .. } => report.pending += 1,
+                        Saved::Duplicate { .. } => report.duplicates += 1,
+                    }
+                }
+                Ok(report)
+            })
+            .await?;
+            answer(report)
+        }
+        Request::MemoryDelete { id } => {
+            if !blocking(state, move |s| s.memory.delete(id)).await? {
+                return Err(OpError::NotFound(format!(
+                    "no memory {id}: see `hephaestus memory list`"
+                )));
+            }
+            answer(Deleted { deleted: id })
+        }
+        Request::MemorySave {
+            content,
+            memory_type,
+            tags,
+            related_files,
+        } => {
+            let memory = super::ImportedMemory {
+                content,
+                memory_type,
+                tags,
+                related_files,
+                created_at_ms: None,
+            };
+            let memory_type = memory.check().map_err(OpError::Invalid)?;
+            let memory = memory.into_new(memory_type);
+            answer(blocking(state, move |s| services::memory::save(s, memory)).await?)
+        }
+        Request::MemoryReindex => answer(blocking(state, |s| s.memory.reindex()).await?),
+        _ => unreachable!("not a memory request"),
+    }
+}
