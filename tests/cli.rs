@@ -98,6 +98,14 @@ fn tasks_and_workflows_from_the_command_line() {
     );
     let agents = run(&["agents"]);
     assert!(agents.contains("(none)"), "{agents}");
+    // A wrong id says how to find the right one, in the CLI's own terms.
+    let missing = coord.cli_raw(&["task", "show", "no-such-task"]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("no task with id no-such-task: see `hephaestus task list`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -230,7 +230,7 @@ fn an_agent_may_update_only_its_own_tasks() {
     assert!(refused.contains("no current task"), "{refused}");
     let refused = b.tool_refused("get_task", json!({"task_id": "no-such-task"}));
     assert!(
-        refused.contains("no task with id no-such-task"),
+        refused.contains("no task with id no-such-task: use get_tasks"),
         "{refused}"
     );
 

@@ -142,6 +142,23 @@ pub(crate) struct Response {
     pub(crate) error: Option<String>,
 }
 
+/// A refusal as the CLI shows it: a missing task, workflow or agent names the command that
+/// lists the right ones.
+fn refusal(e: crate::store::OpError) -> String {
+    use crate::store::{Entity, OpError};
+    match &e {
+        OpError::Missing { entity, .. } => {
+            let hint = match entity {
+                Entity::Task => "see `hephaestus task list`",
+                Entity::Workflow => "see `hephaestus workflow list`",
+                Entity::Agent => "see `hephaestus agents --all`",
+            };
+            format!("{e}: {hint}")
+        }
+        _ => e.to_string(),
+    }
+}
+
 /// Coordinator side: answers requests until the client hangs up.
 pub async fn serve<R, W>(mut read: R, mut write: W, state: Shared) -> Result<()>
 where
@@ -169,7 +186,7 @@ where
                 Err(e) => Response {
                     ok: false,
                     data: None,
-                    error: Some(e.to_string()),
+                    error: Some(refusal(e)),
                 },
             },
             Err(e) => Response {

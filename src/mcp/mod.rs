@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::events::Event;
 use crate::state::Shared;
-use crate::store::{AgentKind, AgentView, OpError};
+use crate::store::{AgentKind, AgentView, Entity, OpError};
 
 /// Who is on the other end of one connection.
 pub struct McpSession {
@@ -265,12 +265,21 @@ fn tool_error(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
 }
 
-/// A store refusal as a result the agent can read and act on.
+/// A store refusal as a result the agent can read and act on: a missing task, workflow or
+/// agent names the tool that lists the right ones.
 fn refusal(e: OpError) -> CallToolResult {
     match e {
         OpError::Internal(err) => {
             tracing::error!("internal error in tool call: {err:#}");
             tool_error(format!("internal coordinator error, retry shortly: {err}"))
+        }
+        OpError::Missing { entity, .. } => {
+            let hint = match entity {
+                Entity::Task => "use get_tasks to list tasks",
+                Entity::Workflow => "use list_workflow_executions to list workflows",
+                Entity::Agent => "get_agent_status lists the active agents",
+            };
+            tool_error(format!("{e}: {hint}"))
         }
         other => tool_error(other.to_string()),
     }

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{OpError, OpResult, Store, new_id};
+use super::{Entity, OpError, OpResult, Store, new_id};
 pub use crate::states::AgentKind;
 use crate::states::AgentStatus;
 use crate::time::{now_ms, rfc3339};
@@ -192,7 +192,10 @@ pub(super) fn get_agent(conn: &rusqlite::Connection, id: &str) -> OpResult<Agent
     conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
         .query_row(params![id], agent_from_row)
         .optional()?
-        .ok_or_else(|| OpError::NotFound(format!("no agent with id {id}")))
+        .ok_or_else(|| OpError::Missing {
+            entity: Entity::Agent,
+            id: id.to_string(),
+        })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{OpError, OpResult, Store};
+use super::{Entity, OpError, OpResult, Store};
 use crate::time::{now_ms, rfc3339};
 
 /// Longest message body accepted.
@@ -51,13 +51,14 @@ impl Store {
             .optional()?;
         match status.as_deref() {
             None => {
-                return Err(OpError::NotFound(format!(
-                    "no agent with id {recipient}: get_agent_status lists the active agents"
-                )));
+                return Err(OpError::Missing {
+                    entity: Entity::Agent,
+                    id: recipient.to_string(),
+                });
             }
             Some("terminated") => {
                 return Err(OpError::Invalid(format!(
-                    "agent {recipient} has ended; get_agent_status lists the active agents"
+                    "agent {recipient} has ended and takes no more messages"
                 )));
             }
             _ => {}
@@ -92,7 +93,7 @@ impl Store {
         {
             let wait = (min_interval_ms - (now - last) + 999) / 1000;
             return Err(OpError::Conflict(format!(
-                "you broadcast less than {}s ago: wait {wait}s, or use send_message for one agent",
+                "you broadcast less than {}s ago: wait {wait}s, or send to one agent",
                 min_interval_ms / 1000
             )));
         }

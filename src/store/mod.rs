@@ -39,9 +39,30 @@ pub struct AgentEvent {
     pub at_ms: i64,
 }
 
+/// What a caller named by id that does not exist: each front end says how to find the right one
+/// (a tool to call, a command to run), so the store names neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Task,
+    Workflow,
+    Agent,
+}
+
+impl Entity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Entity::Task => "task",
+            Entity::Workflow => "workflow",
+            Entity::Agent => "agent",
+        }
+    }
+}
+
 /// An error a caller can act on, or an internal fault.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
+    #[error("no {} with id {id}", entity.as_str())]
+    Missing { entity: Entity, id: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

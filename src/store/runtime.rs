@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{OpError, OpResult, Store};
+use super::{Entity, OpError, OpResult, Store};
 use crate::states::{AgentStatus, MergeStatus};
 use crate::time::now_ms;
 
@@ -73,7 +73,10 @@ impl Store {
             ))?
             .query_row(params![agent_id], runtime_from_row)
             .optional()?
-            .ok_or_else(|| OpError::NotFound(format!("no agent with id {agent_id}")))
+            .ok_or_else(|| OpError::Missing {
+                entity: Entity::Agent,
+                id: agent_id.to_string(),
+            })
     }
 
     /// Managed agents that hold a tmux session and are not terminated.

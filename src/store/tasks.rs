@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{OpError, OpResult, Store, json_list, new_id};
+use super::{Entity, OpError, OpResult, Store, json_list, new_id};
 use crate::queue::{DependencyGraph, Priority, QUEUE_ORDER_SQL, TaskStatus};
 use crate::states::{MergeStatus, WorkflowStatus};
 use crate::time::{now_ms, rfc3339};
@@ -126,7 +126,10 @@ fn load_task(conn: &Connection, id: &str) -> OpResult<TaskView> {
         ))?
         .query_row(params![id], task_from_row)
         .optional()?
-        .ok_or_else(|| OpError::NotFound(format!("no task with id {id}: use get_tasks to list tasks")))?;
+        .ok_or_else(|| OpError::Missing {
+            entity: Entity::Task,
+            id: id.to_string(),
+        })?;
     fill_dependencies(conn, &mut task)?;
     Ok(task)
 }
@@ -236,10 +239,9 @@ impl Store {
     ) -> OpResult<Reported> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (current, assignee) = status_of(&tx, task_id)?.ok_or_else(|| {
-            OpError::NotFound(format!(
-                "no task with id {task_id}: use get_tasks to list tasks"
-            ))
+        let (current, assignee) = status_of(&tx, task_id)?.ok_or_else(|| OpError::Missing {
+            entity: Entity::Task,
+            id: task_id.to_string(),
         })?;
         if assignee.as_deref() != Some(caller) {
             return Err(OpError::Forbidden(match assignee {
@@ -344,7 +346,10 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if status_of(&tx, task_id)?.is_none() {
-            return Err(OpError::NotFound(format!("no task with id {task_id}")));
+            return Err(OpError::Missing {
+                entity: Entity::Task,
+                id: task_id.to_string(),
+            });
         }
         check_claimant(&tx, agent_id, max_active)?;
         assign(&tx, task_id, agent_id)?;
@@ -357,8 +362,10 @@ impl Store {
     pub fn requeue_task(&self, task_id: &str, reason: &str) -> OpResult<TaskView> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (current, assignee) = status_of(&tx, task_id)?
-            .ok_or_else(|| OpError::NotFound(format!("no task with id {task_id}")))?;
+        let (current, assignee) = status_of(&tx, task_id)?.ok_or_else(|| OpError::Missing {
+            entity: Entity::Task,
+            id: task_id.to_string(),
+        })?;
         if !current.can_become(TaskStatus::Queued) || !current.is_active() {
             return Err(OpError::Invalid(format!(
                 "task {task_id} is {current}; only assigned or in-progress tasks can be requeued"
@@ -414,93 +421,18 @@ pub(super) fn insert_task(tx: &Connection, new: NewTask) -> OpResult<(TaskView, 
     }
 
     // The creator's current task gives the default workflow and phase, and is the parent.
-    let parent: Option<(String, Option<String>, i64)> = match &new.created_by {
-        Some(agent) => tx
-            .prepare_cached(
-                "SELECT t.id, t.workflow_id, t.phase_order FROM agents a
-                 JOIN tasks t ON t.id = a.current_task_id WHERE a.id = ?1",
-            )?
-            .query_row(params![agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?,
-        None => None,
-    };
+    let parent = creator_task(tx, new.created_by.as_deref())?;
     let workflow_id = new
         .workflow_id
         .clone()
-        .or_else(|| parent.as_ref().and_then(|p| p.1.clone()));
-    let (phase_id, phase_order) = match &workflow_id {
-        Some(wf) => {
-            let status: Option<WorkflowStatus> = tx
-                .prepare_cached("SELECT status FROM workflows WHERE id = ?1")?
-                .query_row(params![wf], |r| r.get(0))
-                .optional()?;
-            match status {
-                None => {
-                    return Err(OpError::NotFound(format!(
-                        "no workflow with id {wf}: use list_workflow_executions"
-                    )));
-                }
-                Some(WorkflowStatus::Active | WorkflowStatus::Paused) => {}
-                Some(s) => {
-                    return Err(OpError::Invalid(format!(
-                        "workflow {wf} is {s}; tasks can only be added to active workflows"
-                    )));
-                }
-            }
-            let order = new
-                .phase
-                .or_else(|| parent.as_ref().map(|p| p.2).filter(|o| *o > 0))
-                .unwrap_or(1);
-            let id: Option<String> = tx
-                .prepare_cached(
-                    "SELECT id FROM phases WHERE workflow_id = ?1 AND phase_order = ?2",
-                )?
-                .query_row(params![wf, order], |r| r.get(0))
-                .optional()?;
-            match id {
-                Some(id) => (Some(id), order),
-                None => {
-                    let max: i64 = tx.query_row(
-                        "SELECT COALESCE(MAX(phase_order), 0) FROM phases WHERE workflow_id = ?1",
-                        params![wf],
-                        |r| r.get(0),
-                    )?;
-                    return Err(OpError::Invalid(format!(
-                        "phase {order} does not exist in workflow {wf}: use a phase number from 1 to {max}"
-                    )));
-                }
-            }
-        }
-        None => {
-            if let Some(p) = new.phase {
-                return Err(OpError::Invalid(format!(
-                    "phase {p} given but no workflow: pass workflow_id, or create the task from an agent working in a workflow"
-                )));
-            }
-            (None, 0)
-        }
-    };
-
+        .or_else(|| parent.as_ref().and_then(|p| p.workflow_id.clone()));
+    let parent_phase = parent.as_ref().map(|p| p.phase_order).filter(|o| *o > 0);
+    let (phase_id, phase_order) = place(tx, workflow_id.as_deref(), new.phase, parent_phase)?;
     let id = new_id();
     let mut deps = new.depends_on.clone();
     deps.sort();
     deps.dedup();
-    let mut graph = DependencyGraph::new();
-    let mut unmet = 0;
-    for dep in &deps {
-        match status_of(tx, dep)? {
-            None => {
-                return Err(OpError::NotFound(format!(
-                    "depends_on: no task with id {dep}"
-                )));
-            }
-            Some((s, _)) if s != TaskStatus::Done => unmet += 1,
-            Some(_) => {}
-        }
-        graph
-            .add(&id, dep)
-            .map_err(|e| OpError::Invalid(e.to_string()))?;
-    }
+    let unmet = check_dependencies(tx, &id, &deps)?;
 
     let priority = new.priority.unwrap_or(Priority::Medium);
     let status = TaskStatus::initial(unmet);
@@ -523,7 +455,7 @@ pub(super) fn insert_task(tx: &Connection, new: NewTask) -> OpResult<(TaskView, 
         new.boosted,
         status.as_str(),
         new.created_by,
-        parent.as_ref().map(|p| &p.0),
+        parent.as_ref().map(|p| &p.id),
         new.idempotency_key,
         now,
         (status == TaskStatus::Queued).then_some(now),
@@ -539,13 +471,119 @@ pub(super) fn insert_task(tx: &Connection, new: NewTask) -> OpResult<(TaskView, 
     Ok((view, true))
 }
 
+/// The task an agent is working on, as the parent of the tasks it creates.
+struct CreatorTask {
+    id: String,
+    workflow_id: Option<String>,
+    phase_order: i64,
+}
+
+fn creator_task(tx: &Connection, agent: Option<&str>) -> OpResult<Option<CreatorTask>> {
+    let Some(agent) = agent else {
+        return Ok(None);
+    };
+    Ok(tx
+        .prepare_cached(
+            "SELECT t.id, t.workflow_id, t.phase_order FROM agents a
+             JOIN tasks t ON t.id = a.current_task_id WHERE a.id = ?1",
+        )?
+        .query_row(params![agent], |r| {
+            Ok(CreatorTask {
+                id: r.get(0)?,
+                workflow_id: r.get(1)?,
+                phase_order: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The phase (its row id and order) a new task goes in: the one asked for, else the creator's,
+/// else the first; in a workflow that still takes tasks. Outside any workflow, order 0.
+fn place(
+    tx: &Connection,
+    workflow_id: Option<&str>,
+    phase: Option<i64>,
+    parent_phase: Option<i64>,
+) -> OpResult<(Option<String>, i64)> {
+    let Some(wf) = workflow_id else {
+        if let Some(p) = phase {
+            return Err(OpError::Invalid(format!(
+                "phase {p} given but no workflow: pass workflow_id, or create the task from an agent working in a workflow"
+            )));
+        }
+        return Ok((None, 0));
+    };
+    let status: Option<WorkflowStatus> = tx
+        .prepare_cached("SELECT status FROM workflows WHERE id = ?1")?
+        .query_row(params![wf], |r| r.get(0))
+        .optional()?;
+    match status {
+        None => {
+            return Err(OpError::Missing {
+                entity: Entity::Workflow,
+                id: wf.to_string(),
+            });
+        }
+        Some(WorkflowStatus::Active | WorkflowStatus::Paused) => {}
+        Some(s) => {
+            return Err(OpError::Invalid(format!(
+                "workflow {wf} is {s}; tasks can only be added to active workflows"
+            )));
+        }
+    }
+    let order = phase.or(parent_phase).unwrap_or(1);
+    let id: Option<String> = tx
+        .prepare_cached("SELECT id FROM phases WHERE workflow_id = ?1 AND phase_order = ?2")?
+        .query_row(params![wf, order], |r| r.get(0))
+        .optional()?;
+    match id {
+        Some(id) => Ok((Some(id), order)),
+        None => {
+            let max: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(phase_order), 0) FROM phases WHERE workflow_id = ?1",
+                params![wf],
+                |r| r.get(0),
+            )?;
+            Err(OpError::Invalid(format!(
+                "phase {order} does not exist in workflow {wf}: use a phase number from 1 to {max}"
+            )))
+        }
+    }
+}
+
+/// Checks that every dependency exists and that none would close a cycle; how many are not done.
+fn check_dependencies(tx: &Connection, id: &str, deps: &[String]) -> OpResult<usize> {
+    let mut graph = DependencyGraph::new();
+    let mut unmet = 0;
+    for dep in deps {
+        match status_of(tx, dep)? {
+            None => {
+                return Err(OpError::NotFound(format!(
+                    "depends_on: no task with id {dep}"
+                )));
+            }
+            Some((s, _)) if s != TaskStatus::Done => unmet += 1,
+            Some(_) => {}
+        }
+        graph
+            .add(id, dep)
+            .map_err(|e| OpError::Invalid(e.to_string()))?;
+    }
+    Ok(unmet)
+}
+
 fn check_claimant(conn: &Connection, agent_id: &str, max_active: u32) -> OpResult<()> {
     let agent: Option<(String, Option<String>)> = conn
         .prepare_cached("SELECT status, current_task_id FROM agents WHERE id = ?1")?
         .query_row(params![agent_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match agent {
-        None => return Err(OpError::NotFound(format!("no agent with id {agent_id}"))),
+        None => {
+            return Err(OpError::Missing {
+                entity: Entity::Agent,
+                id: agent_id.to_string(),
+            });
+        }
         Some((status, _)) if status == "terminated" => {
             return Err(OpError::Invalid(format!("agent {agent_id} is terminated")));
         }

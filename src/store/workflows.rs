@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{OpError, OpResult, Store, json_list, new_id, tasks::NewTask};
+use super::{Entity, OpError, OpResult, Store, json_list, new_id, tasks::NewTask};
 use crate::phases::{LaunchParameter, PhaseDefinition, WorkflowDefinition};
 use crate::states::WorkflowStatus;
 use crate::time::{now_ms, rfc3339};
@@ -218,10 +218,9 @@ impl Store {
                 },
             )
             .optional()?;
-        let mut wf = row.ok_or_else(|| {
-            OpError::NotFound(format!(
-                "no workflow with id {id}: use list_workflow_executions"
-            ))
+        let mut wf = row.ok_or_else(|| OpError::Missing {
+            entity: Entity::Workflow,
+            id: id.to_string(),
         })?;
         let mut stmt = conn.prepare_cached(
             "SELECT phase_order, name, description, done_definitions, status FROM phases

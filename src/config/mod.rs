@@ -5,8 +5,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+mod agents;
+mod memory;
+
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+
+pub use agents::AgentSettings;
+use agents::AgentsFile;
+use memory::MemoryFile;
 
 /// The file a project keeps its settings in, at the project root.
 pub const CONFIG_FILE: &str = "hephaestus.toml";
@@ -36,55 +43,6 @@ pub struct Config {
     pub memory: crate::memory::MemorySettings,
 }
 
-/// How the agent manager spawns agents (`[agents]` in `hephaestus.toml`).
-#[derive(Debug, Clone)]
-pub struct AgentSettings {
-    /// Spawn agents for queued tasks. Off, tasks wait for `hephaestus task assign`.
-    pub enabled: bool,
-    /// claude | codex | opencode | gemini | droid | custom
-    pub cli: String,
-    pub model: Option<String>,
-    /// Command template for `cli = "custom"`: `{mcp_config}`, `{system_prompt_file}`,
-    /// `{worktree}`, `{model}` are filled in.
-    pub custom_command: Option<String>,
-    /// `[agents.codex_config]`: the `config.toml` settings every Codex agent starts from.
-    pub codex_config: Option<toml::Table>,
-    /// Branch agents start from and merge into; default: the repository's current branch.
-    pub base_branch: Option<String>,
-    pub worktrees_dir: PathBuf,
-    /// Untracked files copied from the repository into each new worktree.
-    pub copy_untracked: Vec<String>,
-    /// Name of the private tmux server (`tmux -L`).
-    pub tmux_socket: String,
-    pub session_prefix: String,
-    /// How long a CLI may take to start, connect its MCP server and list our tools.
-    pub ready_timeout_secs: u64,
-    /// How long after its first message an agent has to make its first tool call before the
-    /// message is sent again (the wait grows with each try).
-    pub delivery_timeout_secs: u64,
-    /// Attempts per task before a task whose agent keeps dying or failing to start is failed.
-    pub max_attempts: u32,
-    /// What the CLI adapters need from the coordinator's environment.
-    pub host: crate::agents::adapters::Host,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AgentsFile {
-    enabled: Option<bool>,
-    cli: Option<String>,
-    model: Option<String>,
-    custom_command: Option<String>,
-    codex_config: Option<toml::Table>,
-    base_branch: Option<String>,
-    worktrees_dir: Option<PathBuf>,
-    copy_untracked: Option<Vec<String>>,
-    session_prefix: Option<String>,
-    ready_timeout_secs: Option<u64>,
-    delivery_timeout_secs: Option<u64>,
-    max_attempts: Option<u32>,
-}
-
 /// Keys accepted in `hephaestus.toml`; unknown keys are an error so typos do not pass silently.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,38 +55,6 @@ struct FileConfig {
     workflows_dir: Option<PathBuf>,
     agents: Option<AgentsFile>,
     memory: Option<MemoryFile>,
-}
-
-/// `[memory]` in `hephaestus.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MemoryFile {
-    /// "minilm" (the default), "openai" or "hashing"
-    embedder: Option<String>,
-    /// A Qdrant gRPC endpoint: memories are searched there instead of in-process.
-    qdrant_url: Option<String>,
-    /// Name of the environment variable that holds the Qdrant API key (default QDRANT_API_KEY).
-    qdrant_api_key_env: Option<String>,
-    qdrant_collection_prefix: Option<String>,
-    qdrant_timeout_secs: Option<u64>,
-    /// Where the local model is fetched from first (a Hugging Face endpoint); "" skips the hub.
-    model_hub_url: Option<String>,
-    base_url: Option<String>,
-    model: Option<String>,
-    /// Name of the environment variable that holds the API key (default OPENAI_API_KEY).
-    api_key_env: Option<String>,
-    dimensions: Option<usize>,
-    timeout_secs: Option<u64>,
-    batch_size: Option<usize>,
-    max_retries: Option<u32>,
-    pending_retry_secs: Option<u64>,
-    dedup_threshold: Option<f32>,
-    weight_similarity: Option<f32>,
-    weight_recency: Option<f32>,
-    weight_type: Option<f32>,
-    recency_half_life_days: Option<f32>,
-    /// Re-rank search candidates by token vectors (local model only; default true).
-    token_rerank: Option<bool>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -226,120 +152,8 @@ impl Config {
             None => default_socket_path(&data_dir, env.get("XDG_RUNTIME_DIR").map(Path::new)),
         };
 
-        let memory = {
-            let f = file.memory.unwrap_or_default();
-            let d = crate::memory::MemorySettings::default();
-            // The local model is the default where it is built in and has a home to live in.
-            let explicit = env
-                .get("HEPHAESTUS_EMBEDDER")
-                .filter(|v| !v.is_empty())
-                .cloned()
-                .or_else(|| f.embedder.clone());
-            let default = if cfg!(feature = "local-embeddings")
-                && env.get("HOME").is_some_and(|h| !h.is_empty())
-            {
-                "minilm"
-            } else {
-                "hashing"
-            };
-            let embedder = match explicit.as_deref().unwrap_or(default) {
-                "hashing" => crate::memory::EmbedderChoice::Hashing,
-                "openai" => {
-                    let key_var = f
-                        .api_key_env
-                        .clone()
-                        .unwrap_or_else(|| "OPENAI_API_KEY".to_string());
-                    crate::memory::EmbedderChoice::OpenAi(crate::memory::openai::OpenAiSettings {
-                        base_url: f
-                            .base_url
-                            .clone()
-                            .unwrap_or_else(|| "https://api.openai.com/v1".to_string()),
-                        model: f
-                            .model
-                            .clone()
-                            .unwrap_or_else(|| "text-embedding-3-small".to_string()),
-                        api_key: env.get(&key_var).filter(|k| !k.is_empty()).cloned(),
-                        dimensions: f.dimensions,
-                        timeout: std::time::Duration::from_secs(
-                            f.timeout_secs.unwrap_or(30).max(1),
-                        ),
-                        batch_size: f.batch_size.unwrap_or(64).max(1),
-                        max_retries: f.max_retries.unwrap_or(4),
-                    })
-                }
-                "minilm" => {
-                    if !cfg!(feature = "local-embeddings") {
-                        bail!(
-                            "memory.embedder = \"minilm\" needs a build with the `local-embeddings` feature (this one was built without it); use \"hashing\" or \"openai\", or rebuild with default features"
-                        );
-                    }
-                    let home = env.get("HOME").filter(|h| !h.is_empty()).with_context(|| {
-                        "memory.embedder = \"minilm\" keeps its model under $HOME/.cache, and HOME is not set"
-                    })?;
-                    // HF_ENDPOINT is the hub's own variable for a mirror.
-                    let hub = env
-                        .get("HF_ENDPOINT")
-                        .cloned()
-                        .or(f.model_hub_url.clone())
-                        .unwrap_or_else(|| "https://huggingface.co".to_string());
-                    crate::memory::EmbedderChoice::MiniLm {
-                        cache_dir: crate::memory::minilm_cache_dir(Path::new(home)),
-                        hub: (!hub.is_empty()).then_some(hub),
-                    }
-                }
-                other => bail!(
-                    "memory.embedder must be \"hashing\", \"openai\" or \"minilm\", got {other:?}"
-                ),
-            };
-            let m = crate::memory::MemorySettings {
-                embedder,
-                pending_retry: std::time::Duration::from_secs(
-                    f.pending_retry_secs.unwrap_or(30).max(1),
-                ),
-                dedup_threshold: f.dedup_threshold.unwrap_or(d.dedup_threshold),
-                weight_similarity: f.weight_similarity.unwrap_or(d.weight_similarity),
-                weight_recency: f.weight_recency.unwrap_or(d.weight_recency),
-                weight_type: f.weight_type.unwrap_or(d.weight_type),
-                recency_half_life_days: f
-                    .recency_half_life_days
-                    .unwrap_or(d.recency_half_life_days),
-                token_rerank: f.token_rerank.unwrap_or(d.token_rerank),
-                qdrant: env
-                    .get("HEPHAESTUS_QDRANT_URL")
-                    .cloned()
-                    .or(f.qdrant_url.clone())
-                    .filter(|u| !u.is_empty())
-                    .map(|url| -> Result<crate::memory::QdrantSettings> {
-                        if !(url.starts_with("http://") || url.starts_with("https://")) {
-                            bail!("memory.qdrant_url must start with http:// or https:// (the gRPC port, usually 6334), got {url:?}");
-                        }
-                        let key_var = f.qdrant_api_key_env.as_deref().unwrap_or("QDRANT_API_KEY");
-                        Ok(crate::memory::QdrantSettings {
-                            url,
-                            api_key: env.get(key_var).filter(|k| !k.is_empty()).cloned(),
-                            collection_prefix: f
-                                .qdrant_collection_prefix
-                                .clone()
-                                .unwrap_or_else(|| "hephaestus".to_string()),
-                            timeout: std::time::Duration::from_secs(
-                                f.qdrant_timeout_secs.unwrap_or(10).max(1),
-                            ),
-                        })
-                    })
-                    .transpose()?,
-            };
-            if !(0.0..=1.0).contains(&m.dedup_threshold) {
-                bail!(
-                    "memory.dedup_threshold must be between 0 and 1, got {}",
-                    m.dedup_threshold
-                );
-            }
-            if m.recency_half_life_days <= 0.0 {
-                bail!("memory.recency_half_life_days must be positive");
-            }
-            m
-        };
-        let agents = resolve_agents(
+        let memory = memory::resolve(file.memory.unwrap_or_default(), env)?;
+        let agents = agents::resolve(
             file.agents.unwrap_or_default(),
             env,
             flags,
@@ -375,88 +189,13 @@ impl Config {
     }
 }
 
-fn parse_bool(name: &str, v: &str) -> Result<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => bail!("{name} must be true or false, got {v:?}"),
-    }
-}
-
-fn resolve_agents(
-    file: AgentsFile,
-    env: &HashMap<String, String>,
-    flags: &Overrides,
-    project_root: &Path,
-    data_dir: &Path,
-) -> Result<AgentSettings> {
-    let enabled = match (flags.agents_enabled, env.get("HEPHAESTUS_AGENTS_ENABLED")) {
-        (Some(b), _) => b,
-        (None, Some(v)) => parse_bool("HEPHAESTUS_AGENTS_ENABLED", v)?,
-        (None, None) => file.enabled.unwrap_or(true),
-    };
-    let cli = flags
-        .agent_cli
-        .clone()
-        .or_else(|| env.get("HEPHAESTUS_AGENT_CLI").cloned())
-        .or(file.cli)
-        .unwrap_or_else(|| "claude".to_string());
-    let hash = format!(
-        "{:08x}",
-        fnv1a(data_dir.as_os_str().as_encoded_bytes()) as u32
-    );
-    let worktrees_dir = match file.worktrees_dir {
-        Some(p) => absolute(project_root, &p),
-        None => {
-            // Outside the repository, so tools run in the repo never walk into agents' copies.
-            let name = project_root
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let share = env
-                .get("XDG_DATA_HOME")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| {
-                    env.get("HOME")
-                        .filter(|v| !v.is_empty())
-                        .map(|h| Path::new(h).join(".local/share"))
-                });
-            match share {
-                Some(dir) => dir
-                    .join("hephaestus/worktrees")
-                    .join(format!("{name}-{hash}")),
-                None => data_dir.join("worktrees"),
-            }
-        }
-    };
-    Ok(AgentSettings {
-        enabled,
-        cli,
-        model: file.model,
-        custom_command: file.custom_command,
-        codex_config: file.codex_config,
-        base_branch: file.base_branch,
-        worktrees_dir,
-        copy_untracked: file
-            .copy_untracked
-            .unwrap_or_else(|| vec![".env".to_string()]),
-        tmux_socket: format!("hephaestus-{hash}"),
-        session_prefix: file.session_prefix.unwrap_or_else(|| "hep".to_string()),
-        ready_timeout_secs: file.ready_timeout_secs.unwrap_or(90),
-        delivery_timeout_secs: file.delivery_timeout_secs.unwrap_or(20).max(1),
-        max_attempts: file.max_attempts.unwrap_or(3).max(1),
-        host: crate::agents::adapters::Host::from_env(env),
-    })
-}
-
 fn read_file_config(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
-fn absolute(base: &Path, p: &Path) -> PathBuf {
+pub(crate) fn absolute(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -506,7 +245,7 @@ pub fn default_socket_path(
     (path, Some(note))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
