@@ -454,12 +454,13 @@ impl Memory {
                 .embed(&*embedder, &texts)
                 .with_context(|| format!("embedding with {id}"))?;
             for ((mid, _), e) in batch.iter().zip(embeddings) {
+                let encoded = e.tokens.as_ref().map(tokens::TokenVectors::encoded);
                 op(self.store.set_memory_vector(
                     *mid,
                     MemoryVectors {
                         embedder_id: &id,
                         vector: &e.vector,
-                        tokens: e.tokens.as_ref(),
+                        tokens: encoded.as_ref().map(tokens::Encoded::blobs),
                     },
                 ))?;
                 self.count_tokens(e.tokens.as_ref());
@@ -589,12 +590,13 @@ impl Memory {
                 self.backend.describe()
             ),
         }
+        let encoded = tokens.as_ref().map(tokens::TokenVectors::encoded);
         let id = op(self.store.insert_memory(
             &new,
             Some(MemoryVectors {
                 embedder_id: &space.embedder_id,
                 vector: &vector,
-                tokens: tokens.as_ref(),
+                tokens: encoded.as_ref().map(tokens::Encoded::blobs),
             }),
         ))?;
         self.count_tokens(tokens.as_ref());
@@ -695,7 +697,7 @@ impl Memory {
         let ids: Vec<i64> = hits.iter().map(|h| h.id).collect();
         let rows = op(self.store.get_memories(&ids))?;
         let memory_tokens = match &query_tokens {
-            Some(_) => op(self.store.memory_tokens(&ids, embedder.id()))?,
+            Some(_) => tokens::decode_all(op(self.store.memory_tokens(&ids, embedder.id()))?),
             None => std::collections::HashMap::new(),
         };
         let frequencies = self.frequencies.read().unwrap_or_else(|e| e.into_inner());

@@ -14,6 +14,40 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{Result, bail};
 
+/// Token vectors encoded for the store, which keeps the bytes as they are.
+pub struct Encoded {
+    ids: Vec<u8>,
+    vectors: Vec<u8>,
+}
+
+impl Encoded {
+    pub fn blobs(&self) -> crate::store::TokenBlobs<'_> {
+        crate::store::TokenBlobs {
+            ids: &self.ids,
+            vectors: &self.vectors,
+        }
+    }
+}
+
+/// Decodes the stored token vectors of several memories. A blob that does not decode is left
+/// out (that memory is ranked by its sentence vector alone) and logged.
+pub fn decode_all(
+    stored: std::collections::HashMap<i64, crate::store::StoredTokens>,
+) -> std::collections::HashMap<i64, TokenVectors> {
+    stored
+        .into_iter()
+        .filter_map(
+            |(id, (ids, vectors))| match TokenVectors::from_blobs(&ids, &vectors) {
+                Ok(t) => Some((id, t)),
+                Err(e) => {
+                    tracing::warn!("memory {id}: unreadable token vectors: {e:#}");
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
 /// The contextual vectors of one text's tokens (without the model's [CLS] and [SEP]), each of
 /// unit length, and the tokens' vocabulary ids (for document frequencies).
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +90,14 @@ impl TokenVectors {
             );
         }
         out
+    }
+
+    /// The stored form: both blobs, for `store::MemoryVectors`.
+    pub fn encoded(&self) -> Encoded {
+        Encoded {
+            ids: self.ids_blob(),
+            vectors: self.vectors_blob(),
+        }
     }
 
     /// Reads what [`ids_blob`](Self::ids_blob) and [`vectors_blob`](Self::vectors_blob) wrote.

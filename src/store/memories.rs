@@ -7,7 +7,6 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{OpResult, Store, json_list};
-use crate::memory::tokens::TokenVectors;
 use crate::states::MemoryType;
 use crate::time::now_ms;
 
@@ -54,8 +53,19 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
 pub struct MemoryVectors<'a> {
     pub embedder_id: &'a str,
     pub vector: &'a [f32],
-    pub tokens: Option<&'a TokenVectors>,
+    pub tokens: Option<TokenBlobs<'a>>,
 }
+
+/// A memory's token vectors as stored: the token ids as little-endian u32, and the vectors in
+/// the encoding `memory::tokens` writes and reads (the store keeps the bytes as they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBlobs<'a> {
+    pub ids: &'a [u8],
+    pub vectors: &'a [u8],
+}
+
+/// A memory's token vector blobs as read back: (ids, vectors).
+pub type StoredTokens = (Vec<u8>, Vec<u8>);
 
 /// What `delete_memory` removed, as far as the indexes care.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,8 +118,8 @@ impl Store {
             vectors.map(|v| v.vector.len() as i64),
             vectors.map(|v| to_blob(v.vector)),
             m.created_at_ms.unwrap_or_else(now_ms),
-            tokens.map(TokenVectors::ids_blob),
-            tokens.map(TokenVectors::vectors_blob),
+            tokens.map(|t| t.ids),
+            tokens.map(|t| t.vectors),
         ])?;
         Ok(conn.last_insert_rowid())
     }
@@ -124,20 +134,19 @@ impl Store {
                 vectors.embedder_id,
                 vectors.vector.len() as i64,
                 to_blob(vectors.vector),
-                vectors.tokens.map(TokenVectors::ids_blob),
-                vectors.tokens.map(TokenVectors::vectors_blob),
+                vectors.tokens.map(|t| t.ids),
+                vectors.tokens.map(|t| t.vectors),
             ],
         )?;
         Ok(())
     }
 
-    /// The token vectors from `embedder_id` of those of `ids` that have them. A blob that does
-    /// not decode is left out (that memory is ranked by its sentence vector alone) and logged.
+    /// The token vector blobs (ids, vectors) from `embedder_id` of those of `ids` that have them.
     pub fn memory_tokens(
         &self,
         ids: &[i64],
         embedder_id: &str,
-    ) -> OpResult<HashMap<i64, TokenVectors>> {
+    ) -> OpResult<HashMap<i64, StoredTokens>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT token_ids, token_vectors FROM memories
@@ -151,13 +160,8 @@ impl Store {
                 })?
                 .next()
                 .transpose()?;
-            if let Some((token_ids, vectors)) = blobs {
-                match TokenVectors::from_blobs(&token_ids, &vectors) {
-                    Ok(t) => {
-                        out.insert(*id, t);
-                    }
-                    Err(e) => tracing::warn!("memory {id}: unreadable token vectors: {e:#}"),
-                }
+            if let Some(blobs) = blobs {
+                out.insert(*id, blobs);
             }
         }
         Ok(out)

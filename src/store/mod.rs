@@ -23,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::states::EventKind;
 
 pub use agents::{AgentKind, AgentView, Authenticated};
-pub use memories::{MemoryRow, MemoryVectors, NewMemory};
+pub use memories::{MemoryRow, MemoryVectors, NewMemory, StoredTokens, TokenBlobs};
 pub use messages::MessageView;
 pub use runtime::AgentRuntime;
 pub use tasks::{NewTask, Reported, StatusUpdate, TaskFilter, TaskView};
@@ -387,10 +387,9 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        let tokens = crate::memory::tokens::TokenVectors {
-            ids: vec![42],
-            dim: 2,
-            vectors: vec![0.6, 0.8],
+        let tokens = TokenBlobs {
+            ids: &42u32.to_le_bytes(),
+            vectors: b"token vector bytes",
         };
         store
             .set_memory_vector(
@@ -398,12 +397,16 @@ mod tests {
                 MemoryVectors {
                     embedder_id: "all-minilm-l6-v2",
                     vector: &[0.6, 0.8],
-                    tokens: Some(&tokens),
+                    tokens: Some(tokens),
                 },
             )
             .unwrap();
         let stored = store.memory_tokens(&[id], "all-minilm-l6-v2").unwrap();
-        assert_eq!(stored[&id].ids, vec![42]);
+        assert_eq!(
+            stored[&id],
+            (tokens.ids.to_vec(), tokens.vectors.to_vec()),
+            "kept as they were written"
+        );
         // Another embedder's vector takes the token vectors with it.
         store
             .set_memory_vector(
