@@ -3,6 +3,11 @@
 //! unattended. Pure: from the agent and a snapshot of the host (`Host`, taken with the config)
 //! it builds commands and file contents; the manager writes and runs them.
 
+mod claude;
+mod codex;
+mod droid;
+mod gemini;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -182,392 +187,101 @@ fn launch_spec(kind: CliKind, l: &AgentLaunch) -> Result<LaunchSpec> {
     launch_spec_on(kind, l, &Host::default())
 }
 
-/// Claude Code's state for one agent: `CLAUDE_CONFIG_DIR` is the agent's own directory, which
-/// already exists and is private (0700, outside the worktree), so both files sit directly in it.
-/// A config dir rather than a per-agent `HOME`: the agent's shell commands keep the user's real
-/// home (git identity, ssh keys, package caches), and nothing but Claude Code's own state moves.
-///
-/// Login: an API key in the environment reaches the CLI as it is and is pre-approved here. A
-/// subscription login (`.credentials.json`, or the keychain on macOS) is not copied: a copy would
-/// fork the OAuth refresh token, and Claude Code refuses a symlinked credentials file.
-/// `CLAUDE_SECURESTORAGE_CONFIG_DIR` points its credential store back at the user's own (empty
-/// means the default: `~/.claude`, and the unsuffixed keychain item), so every agent shares the
-/// user's login and its refreshes, as the user's own parallel sessions do.
-fn claude_state(
-    l: &AgentLaunch,
-    host: &Host,
-    env: &mut BTreeMap<String, String>,
-) -> Vec<(PathBuf, String)> {
-    let mut global = json!({
-        "hasCompletedOnboarding": true,
-        "projects": {l.worktree.display().to_string(): {"hasTrustDialogAccepted": true}},
-    });
-    if let Some(key) = &host.anthropic_api_key {
-        // Claude Code remembers approved keys by their last 20 characters.
-        let key = key.trim();
-        let tail = key
-            .char_indices()
-            .rev()
-            .nth(19)
-            .map_or(key, |(i, _)| &key[i..]);
-        global["customApiKeyResponses"] = json!({"approved": [tail], "rejected": []});
-    }
-    env.insert(
-        "CLAUDE_CONFIG_DIR".into(),
-        l.agent_dir.display().to_string(),
-    );
-    env.insert(
-        "CLAUDE_SECURESTORAGE_CONFIG_DIR".into(),
-        host.claude_config_dir.clone().unwrap_or_default(),
-    );
-    vec![
-        (
-            l.agent_dir.join(".claude.json"),
-            serde_json::to_string_pretty(&global).expect("json"),
-        ),
-        (
-            l.agent_dir.join("settings.json"),
-            serde_json::to_string_pretty(&json!({"skipDangerousModePermissionPrompt": true}))
-                .expect("json"),
-        ),
-    ]
+/// What every CLI's launch starts from: the system prompt's file, and that file among the
+/// files to write.
+struct Base {
+    system_file: PathBuf,
+    files: Vec<(PathBuf, String)>,
+    env: BTreeMap<String, String>,
 }
 
-/// Codex's `config.toml` for one agent, which is its `CODEX_HOME`: `agents.codex_config` with
-/// our MCP server, the system prompt (as `developer_instructions`, after any of the user's own)
-/// and what an unattended run needs on top.
-///
-/// A private home rather than `-c` overrides: Codex splits `-c` keys at every dot, so no
-/// override can name the worktree's path in `projects`, and without a trust entry it stops at a
-/// "Trust this folder?" screen.
-fn codex_config_toml(l: &AgentLaunch) -> Result<String> {
-    use toml::Value;
-    let mut config = l.codex_config.clone().unwrap_or_default();
-    let table = |pairs: Vec<(&str, Value)>| {
-        Value::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-    };
-    let env = shim_env(l)
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    // Codex passes only whitelisted variables to MCP servers: the agent's identity must be in
-    // the server entry itself.
-    let server = table(vec![
-        ("command", Value::String(l.exe.display().to_string())),
-        ("args", Value::Array(vec![Value::String("shim".into())])),
-        ("env", Value::Table(env)),
-    ]);
-    sub_table(&mut config, "mcp_servers")?.insert("hephaestus".into(), server);
-    sub_table(&mut config, "projects")?.insert(
-        l.worktree.display().to_string(),
-        table(vec![("trust_level", Value::String("trusted".into()))]),
-    );
-    let instructions = match config.get("developer_instructions") {
-        Some(Value::String(own)) => format!("{own}\n\n{}", l.system_prompt),
-        Some(other) => bail!(
-            "agents.codex_config.developer_instructions must be a string, not a {}",
-            other.type_str()
-        ),
-        None => l.system_prompt.clone(),
-    };
-    config.insert("developer_instructions".into(), Value::String(instructions));
-    // Codex may otherwise send the first turn before our server is up.
-    config
-        .entry("mcp_optional_startup_grace_ms")
-        .or_insert(Value::Integer(20_000));
-    // By default the interactive CLI copies itself (about 400 MB in 0.169) into
-    // `$CODEX_HOME/packages` and starts a background app server there that outlives the
-    // session: one copy and one resident daemon (about 250 MB) per agent. In-process it runs
-    // the same and ends with the agent's session.
-    sub_table(&mut config, "features")?
-        .entry("daemon_auto_start")
-        .or_insert(Value::Boolean(false));
-    // An update prompt would sit in front of the task: updates are the user's business.
-    config
-        .entry("check_for_update_on_startup")
-        .or_insert(Value::Boolean(false));
-    let mut out =
-        String::from("# Written by Hephaestus for one agent; regenerated at each launch.\n");
-    for (key, value) in &config {
-        out.push_str(&format!("{} = {}\n", toml_key(key), toml_value(value)));
-    }
-    Ok(out)
+/// ` <flag> <model>` when a model is set.
+fn model_flag(l: &AgentLaunch, flag: &str) -> String {
+    l.model
+        .as_deref()
+        .map(|m| format!(" {flag} {}", shell_quote(m)))
+        .unwrap_or_default()
 }
-
-fn sub_table<'a>(config: &'a mut toml::Table, key: &str) -> Result<&'a mut toml::Table> {
-    match config
-        .entry(key)
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-    {
-        toml::Value::Table(t) => Ok(t),
-        other => bail!(
-            "agents.codex_config.{key} must be a table, not a {}",
-            other.type_str()
-        ),
-    }
-}
-
-fn toml_key(key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if bare {
-        key.to_string()
-    } else {
-        serde_json::to_string(key).expect("json")
-    }
-}
-
-/// TOML for one value, nested tables inline. The `toml` crate is built without its writer here,
-/// and a JSON string is a valid TOML basic string.
-fn toml_value(value: &toml::Value) -> String {
-    use toml::Value;
-    match value {
-        Value::String(s) => serde_json::to_string(s).expect("json"),
-        Value::Integer(i) => i.to_string(),
-        Value::Float(f) if f.is_nan() => "nan".into(),
-        Value::Float(f) if f.is_infinite() => if *f > 0.0 { "inf" } else { "-inf" }.into(),
-        Value::Float(f) => format!("{f:?}"),
-        Value::Boolean(b) => b.to_string(),
-        Value::Datetime(d) => d.to_string(),
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(toml_value).collect::<Vec<_>>().join(", ")
-        ),
-        Value::Table(t) => format!(
-            "{{ {} }}",
-            t.iter()
-                .map(|(k, v)| format!("{} = {}", toml_key(k), toml_value(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// What a Gemini CLI agent shares with the user's own `~/.gemini`: the Google login.
-const GEMINI_SHARED_FILES: &[&str] = &["oauth_creds.json", "google_accounts.json"];
-
-/// What a Droid agent shares with the user's own `~/.factory`: the login in each of the forms
-/// Droid 0.225 keeps it (`auth.v2.*`, `auth.encrypted`, the older `auth.json`), and `config.json`
-/// with the user's own models.
-const DROID_SHARED_FILES: &[&str] = &[
-    "auth.v2.file",
-    "auth.v2.key",
-    "auth.v2.keyring",
-    "auth.encrypted",
-    "auth.json",
-    "config.json",
-];
 
 /// `launch_spec` for a given host.
 pub fn launch_spec_on(kind: CliKind, l: &AgentLaunch, host: &Host) -> Result<LaunchSpec> {
     let system_file = l.agent_dir.join("system_prompt.md");
-    let mut files = vec![(system_file.clone(), l.system_prompt.clone())];
-    let mut env = BTreeMap::new();
-    let model = |flag: &str| {
-        l.model
-            .as_deref()
-            .map(|m| format!(" {flag} {}", shell_quote(m)))
-            .unwrap_or_default()
+    let base = Base {
+        files: vec![(system_file.clone(), l.system_prompt.clone())],
+        system_file,
+        env: BTreeMap::new(),
     };
-    let spec = match kind {
-        CliKind::Claude => {
-            let mcp = l.agent_dir.join("mcp.json");
-            files.push((mcp.clone(), mcp_servers_json(l)));
-            files.extend(claude_state(l, host, &mut env));
-            // Without this Claude Code defers MCP tools behind a search tool.
-            env.insert("ENABLE_TOOL_SEARCH".into(), "false".into());
-            if host.is_root {
-                // Claude Code refuses --dangerously-skip-permissions as root outside a sandbox.
-                env.insert("IS_SANDBOX".into(), "1".into());
-            }
-            LaunchSpec {
-                command: format!(
-                    "claude --mcp-config {} --strict-mcp-config --dangerously-skip-permissions --append-system-prompt \"$(cat {})\"{}",
-                    shell_quote(&mcp.display().to_string()),
-                    shell_quote(&system_file.display().to_string()),
-                    model("--model")
-                ),
-                env,
-                files,
-                links: Vec::new(),
-                prompt_in_first_message: false,
-            }
-        }
-        CliKind::Codex => {
-            let config = l.agent_dir.join("config.toml");
-            files.push((config, codex_config_toml(l)?));
-            env.insert("CODEX_HOME".into(), l.agent_dir.display().to_string());
-            let mut links = Vec::new();
-            if let Some(home) = &host.codex_home {
-                // The user's login (an API key or a ChatGPT sign-in in `auth.json`), shared rather
-                // than copied: Codex rewrites the file in place when it refreshes a token, so a
-                // link keeps every agent and the user on one refresh token.
-                links.push((l.agent_dir.join("auth.json"), home.join("auth.json")));
-            }
-            LaunchSpec {
-                command: format!(
-                    "codex --dangerously-bypass-approvals-and-sandbox{}",
-                    model("-m")
-                ),
-                env,
-                files,
-                links,
-                prompt_in_first_message: false,
-            }
-        }
-        CliKind::Opencode => {
-            let config = json!({
-                "$schema": "https://opencode.ai/config.json",
-                "mcp": {"hephaestus": {
-                    "type": "local",
-                    "command": [l.exe, "shim"],
-                    "environment": shim_env(l),
-                    "enabled": true
-                }}
-            });
-            env.insert("OPENCODE_CONFIG_CONTENT".into(), config.to_string());
-            LaunchSpec {
-                command: format!(
-                    "opencode {}{}",
-                    shell_quote(&l.worktree.display().to_string()),
-                    model("--model")
-                ),
-                env,
-                files,
-                links: Vec::new(),
-                prompt_in_first_message: true,
-            }
-        }
-        CliKind::Gemini => {
-            // A private Gemini home (`GEMINI_CLI_HOME` moves `~/.gemini` and nothing else) whose
-            // settings hold our server: the worktree's `.gemini/` would be committed with the
-            // token, and Gemini CLI 0.61 ignores a system settings file unless root owns it and
-            // every directory above it.
-            let gemini_home = l.agent_dir.join("gemini-home");
-            let dot_gemini = gemini_home.join(".gemini");
-            files.push((
-                dot_gemini.join("settings.json"),
-                serde_json::to_string_pretty(&json!({
-                    "mcpServers": {"hephaestus": {
-                        "command": l.exe, "args": ["shim"], "env": shim_env(l), "trust": true
-                    }},
-                    "security": {"auth": {"selectedType": host.gemini_auth.setting()}}
-                }))?,
-            ));
-            env.insert("GEMINI_CLI_HOME".into(), gemini_home.display().to_string());
-            env.insert("GEMINI_CLI_TRUST_WORKSPACE".into(), "true".into());
-            env.insert("GEMINI_SYSTEM_MD".into(), system_file.display().to_string());
-            // With `CI` set (a coordinator started by a CI job) Gemini CLI 0.61 skips its
-            // terminal UI, finds no prompt on stdin and exits 42.
-            env.insert("CI".into(), "false".into());
-            // The user's Google login is shared, not copied, so a token refresh reaches every
-            // agent and the user alike.
-            let links = match &host.home {
-                Some(home) => GEMINI_SHARED_FILES
-                    .iter()
-                    .map(|f| (dot_gemini.join(f), home.join(".gemini").join(f)))
-                    .collect(),
-                None => Vec::new(),
-            };
-            LaunchSpec {
-                command: format!("gemini --yolo{}", model("--model")),
-                env,
-                files,
-                links,
-                prompt_in_first_message: false,
-            }
-        }
-        CliKind::Droid => {
-            // Droid reads its MCP servers only from `~/.factory/mcp.json` and the project's
-            // `.factory/mcp.json` (which would be committed with the token), so the agent gets
-            // its own Factory home: `FACTORY_HOME_OVERRIDE` moves `~/.factory` and nothing else,
-            // the agent's shell commands keep the user's real HOME.
-            let factory = l.agent_dir.join(".factory");
-            files.push((
-                factory.join("mcp.json"),
-                serde_json::to_string_pretty(&json!({
-                    "mcpServers": {"hephaestus": {
-                        "type": "stdio", "command": l.exe, "args": ["shim"],
-                        "env": shim_env(l), "disabled": false,
-                        // Droid gives up on a stdio server after 30 s; our shim waits up to
-                        // about a minute for a coordinator that is restarting.
-                        "connectTimeout": 60_000
-                    }}
-                }))?,
-            ));
-            // The interactive CLI has no model flag: the model is a session default.
-            let mut session = json!({"autonomyLevel": "high"});
-            if let Some(m) = &l.model {
-                session["model"] = json!(m);
-            }
-            // Droid starts its MCP servers in the background and sends its first model request
-            // without waiting (about half a second after start), so the first turn lacked our
-            // tools; `blockOnMcpLoad` (a top-level key) makes each turn wait for them.
-            files.push((
-                factory.join("settings.json"),
-                serde_json::to_string_pretty(
-                    &json!({"sessionDefaultSettings": session, "blockOnMcpLoad": true}),
-                )?,
-            ));
-            env.insert(
-                "FACTORY_HOME_OVERRIDE".into(),
-                l.agent_dir.display().to_string(),
-            );
-            // Droid's terminal UI draws nothing while `CI` is set (its renderer then prints only
-            // the last frame, at exit), so an agent of a coordinator started by a CI job would
-            // sit on a blank screen. With `CI=false` it draws (seen with Droid 0.225.2).
-            env.insert("CI".into(), "false".into());
-            // The user's login and own models (`custom_models`, bring-your-own-key) are shared,
-            // not copied, so a token refresh reaches every agent and the user alike.
-            let links = match &host.home {
-                Some(home) => DROID_SHARED_FILES
-                    .iter()
-                    .map(|f| (factory.join(f), home.join(".factory").join(f)))
-                    .collect(),
-                None => Vec::new(),
-            };
-            LaunchSpec {
-                command: format!(
-                    "droid --auto high --append-system-prompt-file {}",
-                    shell_quote(&system_file.display().to_string())
-                ),
-                env,
-                files,
-                links,
-                prompt_in_first_message: false,
-            }
-        }
-        CliKind::Custom => {
-            let Some(template) = &l.custom_command else {
-                bail!("agents.cli = \"custom\" needs agents.custom_command in hephaestus.toml");
-            };
-            let mcp = l.agent_dir.join("mcp.json");
-            files.push((mcp.clone(), mcp_servers_json(l)));
-            let command = template
-                .replace("{mcp_config}", &shell_quote(&mcp.display().to_string()))
-                .replace(
-                    "{system_prompt_file}",
-                    &shell_quote(&system_file.display().to_string()),
-                )
-                .replace(
-                    "{worktree}",
-                    &shell_quote(&l.worktree.display().to_string()),
-                )
-                .replace("{model}", &shell_quote(l.model.as_deref().unwrap_or("")));
-            // Custom agents may also start the shim from their environment.
-            env.extend(shim_env(l));
-            LaunchSpec {
-                command,
-                env,
-                files,
-                links: Vec::new(),
-                prompt_in_first_message: false,
-            }
-        }
+    match kind {
+        CliKind::Claude => claude::spec(l, host, base),
+        CliKind::Codex => codex::spec(l, host, base),
+        CliKind::Gemini => gemini::spec(l, host, base),
+        CliKind::Droid => droid::spec(l, host, base),
+        CliKind::Opencode => opencode(l, base),
+        CliKind::Custom => custom(l, base),
+    }
+}
+
+/// OpenCode: our server in `OPENCODE_CONFIG_CONTENT`, which it merges with the user's config;
+/// the system prompt goes in the first message.
+fn opencode(l: &AgentLaunch, base: Base) -> Result<LaunchSpec> {
+    let Base { files, mut env, .. } = base;
+    let model = |flag: &str| model_flag(l, flag);
+    let config = json!({
+        "$schema": "https://opencode.ai/config.json",
+        "mcp": {"hephaestus": {
+            "type": "local",
+            "command": [l.exe, "shim"],
+            "environment": shim_env(l),
+            "enabled": true
+        }}
+    });
+    env.insert("OPENCODE_CONFIG_CONTENT".into(), config.to_string());
+    Ok(LaunchSpec {
+        command: format!(
+            "opencode {}{}",
+            shell_quote(&l.worktree.display().to_string()),
+            model("--model")
+        ),
+        env,
+        files,
+        links: Vec::new(),
+        prompt_in_first_message: true,
+    })
+}
+
+/// `cli = "custom"`: the user's command template with the MCP config, the system prompt's
+/// file, the worktree and the model filled in.
+fn custom(l: &AgentLaunch, base: Base) -> Result<LaunchSpec> {
+    let Base {
+        system_file,
+        mut files,
+        mut env,
+    } = base;
+    let Some(template) = &l.custom_command else {
+        bail!("agents.cli = \"custom\" needs agents.custom_command in hephaestus.toml");
     };
-    Ok(spec)
+    let mcp = l.agent_dir.join("mcp.json");
+    files.push((mcp.clone(), mcp_servers_json(l)));
+    let command = template
+        .replace("{mcp_config}", &shell_quote(&mcp.display().to_string()))
+        .replace(
+            "{system_prompt_file}",
+            &shell_quote(&system_file.display().to_string()),
+        )
+        .replace(
+            "{worktree}",
+            &shell_quote(&l.worktree.display().to_string()),
+        )
+        .replace("{model}", &shell_quote(l.model.as_deref().unwrap_or("")));
+    // Custom agents may also start the shim from their environment.
+    env.extend(shim_env(l));
+    Ok(LaunchSpec {
+        command,
+        env,
+        files,
+        links: Vec::new(),
+        prompt_in_first_message: false,
+    })
 }
 
 /// The agent's private config directory.
