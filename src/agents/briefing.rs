@@ -11,7 +11,7 @@ use super::manager::AgentManager;
 use super::prompt;
 use super::worktree::BaseRef;
 use crate::states::AgentStatus;
-use crate::store::TaskView;
+use crate::views::TaskView;
 
 impl AgentManager {
     /// Where the task's work starts: a conflict follow-up's or a dead agent's commit, else the

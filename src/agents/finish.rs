@@ -17,7 +17,8 @@ use super::worktree::MergeOutcome;
 use crate::queue::Priority;
 use crate::services;
 use crate::states::{EventKind, MergeStatus};
-use crate::store::{AgentRuntime, NewTask, TaskView};
+use crate::store::{AgentRuntime, NewTask};
+use crate::views::TaskView;
 
 /// How often merges that wait for the user's checkout are tried again.
 const MERGE_RETRY_EVERY: Duration = Duration::from_secs(4);

@@ -14,7 +14,7 @@ use super::policy;
 use super::teardown::Ending;
 use crate::services;
 use crate::states::EventKind;
-use crate::store::TaskView;
+use crate::views::TaskView;
 
 /// A launch that stopped because the coordinator is shutting down, not because the agent failed.
 #[derive(Debug)]

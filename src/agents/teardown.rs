@@ -9,7 +9,8 @@ use super::policy::{self, TaskFate};
 use crate::queue::TaskStatus;
 use crate::services;
 use crate::states::{EventKind, MergeStatus};
-use crate::store::{AgentRuntime, TaskView};
+use crate::store::AgentRuntime;
+use crate::views::TaskView;
 
 /// Why an agent ends, which decides what becomes of its task.
 pub(super) enum Ending<'a> {

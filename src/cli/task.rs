@@ -7,8 +7,8 @@ use super::Output;
 use crate::control::Request;
 use crate::control::replies::TaskCreated;
 use crate::queue::{Priority, TaskStatus};
-use crate::store::TaskView;
 use crate::text::first_line;
+use crate::views::TaskView;
 
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {

@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::{Output, print_json};
 use crate::control::Request;
 use crate::control::replies::WorkflowStarted;
-use crate::store::{WorkflowDefinitionView, WorkflowView};
 use crate::text::first_line;
+use crate::views::{WorkflowDefinitionView, WorkflowView};
 
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::memory::MemoryStatus;
 use crate::states::{MemoryType, MergeStatus};
-use crate::store::{AgentEvent, AgentView, TaskView, WorkflowView};
+use crate::store::AgentEvent;
+use crate::views::{AgentView, TaskView, WorkflowView};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{McpSession, attempt, refusal, reply};
 use crate::services;
-use crate::store::MessageView;
+use crate::views::MessageView;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SendMessageParams {

@@ -26,7 +26,8 @@ use serde::Serialize;
 
 use crate::events::Event;
 use crate::state::Shared;
-use crate::store::{AgentKind, AgentView, Entity, OpError};
+use crate::store::{AgentKind, Entity, OpError};
+use crate::views::AgentView;
 
 /// Who is on the other end of one connection.
 pub struct McpSession {

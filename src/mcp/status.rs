@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{McpSession, attempt, refusal, reply};
-use crate::store::AgentView;
+use crate::views::AgentView;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct AgentStatus {

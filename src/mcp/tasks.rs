@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::{McpSession, attempt, refusal, reply, tool_error};
 use crate::queue::{Priority, TaskStatus};
 use crate::services;
-use crate::store::{NewTask, StatusUpdate, TaskFilter, TaskView};
+use crate::store::{NewTask, StatusUpdate, TaskFilter};
 use crate::text::first_line;
+use crate::views::TaskView;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CreateTaskParams {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{McpSession, attempt, refusal, reply};
 use crate::services::{self, workflows::StartWorkflow};
 use crate::states::WorkflowStatus;
-use crate::store::{TaskView, WorkflowDefinitionView, WorkflowView};
+use crate::views::{TaskView, WorkflowDefinitionView, WorkflowView};
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct DefinitionList {

@@ -4,7 +4,8 @@ use crate::events::Event;
 use crate::queue::TaskStatus;
 use crate::state::AppState;
 use crate::states::{EventKind, MemoryType, MergeStatus};
-use crate::store::{NewMemory, NewTask, OpResult, StatusUpdate, TaskView};
+use crate::store::{NewMemory, NewTask, OpResult, StatusUpdate};
+use crate::views::TaskView;
 
 /// Creates a task (or returns the one its idempotency key names); true when it is new.
 pub fn create(state: &AppState, new: NewTask) -> OpResult<(TaskView, bool)> {

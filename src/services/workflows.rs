@@ -6,7 +6,8 @@ use crate::events::Event;
 use crate::phases::{PhaseDefinition, WorkflowDefinition};
 use crate::queue::Priority;
 use crate::state::AppState;
-use crate::store::{NewTask, NewWorkflow, OpError, OpResult, TaskView, WorkflowView};
+use crate::store::{NewTask, NewWorkflow, OpError, OpResult};
+use crate::views::{TaskView, WorkflowView};
 
 /// A request to start a workflow, as the front ends receive it.
 pub struct StartWorkflow {

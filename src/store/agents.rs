@@ -1,29 +1,13 @@
 //! Agents: registration, token checks and the views tools return.
 
 use rusqlite::{OptionalExtension, Row, params};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Entity, OpError, OpResult, Store, new_id};
 pub use crate::states::AgentKind;
 use crate::states::AgentStatus;
 use crate::time::{now_ms, rfc3339};
-
-/// An agent as tools and the CLI show it.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-pub struct AgentView {
-    pub id: String,
-    pub name: String,
-    pub kind: AgentKind,
-    /// idle | working | stuck | terminated
-    #[schemars(with = "String")]
-    pub status: AgentStatus,
-    pub cli_type: Option<String>,
-    pub current_task_id: Option<String>,
-    pub created_at: String,
-    pub last_activity_at: String,
-}
+use crate::views::AgentView;
 
 /// Who a connection speaks for, once its handshake is accepted.
 #[derive(Debug, Clone)]

@@ -1,24 +1,13 @@
 //! The agents' inboxes: direct messages and broadcasts, kept until read.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::{Entity, OpError, OpResult, Store};
 use crate::time::{now_ms, rfc3339};
+use crate::views::MessageView;
 
 /// Longest message body accepted.
 pub const MAX_MESSAGE_CHARS: usize = 4000;
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-pub struct MessageView {
-    pub id: i64,
-    /// Sending agent; absent for a person's message.
-    pub from_agent_id: Option<String>,
-    pub broadcast: bool,
-    pub body: String,
-    pub sent_at: String,
-}
 
 fn check_body(body: &str) -> OpResult<()> {
     if body.trim().is_empty() {

@@ -22,12 +22,11 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::states::EventKind;
 
-pub use agents::{AgentKind, AgentView, Authenticated};
+pub use agents::{AgentKind, Authenticated};
 pub use memories::{MemoryRow, MemoryVectors, NewMemory, StoredTokens, TokenBlobs};
-pub use messages::MessageView;
 pub use runtime::AgentRuntime;
-pub use tasks::{NewTask, Reported, StatusUpdate, TaskFilter, TaskView};
-pub use workflows::{NewWorkflow, PhaseView, WorkflowDefinitionView, WorkflowView};
+pub use tasks::{NewTask, Reported, StatusUpdate, TaskFilter};
+pub use workflows::NewWorkflow;
 
 /// One entry of an agent's event log.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -4,45 +4,12 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::{Entity, OpError, OpResult, Store, json_list, new_id};
 use crate::queue::{DependencyGraph, Priority, QUEUE_ORDER_SQL, TaskStatus};
-use crate::states::{MergeStatus, WorkflowStatus};
+use crate::states::WorkflowStatus;
 use crate::time::{now_ms, rfc3339};
-
-/// A task as tools and the CLI show it.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-pub struct TaskView {
-    pub id: String,
-    pub description: String,
-    pub done_definition: String,
-    pub status: TaskStatus,
-    pub priority: Priority,
-    pub workflow_id: Option<String>,
-    /// Phase number within the workflow (1-based); absent outside workflows.
-    pub phase: Option<i64>,
-    pub phase_name: Option<String>,
-    pub assigned_agent_id: Option<String>,
-    pub created_by_agent_id: Option<String>,
-    pub parent_task_id: Option<String>,
-    /// Tasks that must be done before this one can start.
-    pub depends_on: Vec<String>,
-    /// Those of `depends_on` that are not done yet.
-    pub waiting_on: Vec<String>,
-    pub summary: Option<String>,
-    pub failure_reason: Option<String>,
-    pub key_learnings: Vec<String>,
-    /// How the agent's work was merged back: merged, up_to_date or conflict.
-    #[schemars(with = "Option<String>")]
-    pub merge_status: Option<MergeStatus>,
-    /// Files that conflicted when `merge_status` is conflict.
-    pub merge_conflict_files: Vec<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub completed_at: Option<String>,
-}
+use crate::views::TaskView;
 
 /// What `create_task` needs; the store resolves the rest.
 #[derive(Debug, Clone, Default)]

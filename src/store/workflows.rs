@@ -3,53 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::{Entity, OpError, OpResult, Store, json_list, new_id, tasks::NewTask};
-use crate::phases::{LaunchParameter, PhaseDefinition, WorkflowDefinition};
+use crate::phases::{PhaseDefinition, WorkflowDefinition};
 use crate::states::WorkflowStatus;
 use crate::time::{now_ms, rfc3339};
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-pub struct WorkflowDefinitionView {
-    pub id: String,
-    pub name: String,
-    pub description: String,
-    /// Phase names in order.
-    pub phases: Vec<String>,
-    pub has_result: bool,
-    /// What `start_workflow_execution` accepts in `parameters`.
-    pub parameters: Vec<LaunchParameter>,
-    pub source: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-pub struct PhaseView {
-    pub order: i64,
-    pub name: String,
-    pub description: String,
-    pub done_definitions: Vec<String>,
-    pub status: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-pub struct WorkflowView {
-    pub id: String,
-    pub definition_id: String,
-    pub name: String,
-    pub description: String,
-    /// active | paused | completed | failed
-    #[schemars(with = "String")]
-    pub status: WorkflowStatus,
-    pub working_directory: Option<String>,
-    pub launch_parameters: BTreeMap<String, String>,
-    pub created_by_agent_id: Option<String>,
-    pub created_at: String,
-    pub phases: Vec<PhaseView>,
-    /// Number of tasks per status.
-    pub task_counts: BTreeMap<String, i64>,
-}
+use crate::views::{PhaseView, WorkflowDefinitionView, WorkflowView};
 
 pub struct NewWorkflow<'a> {
     pub definition: &'a WorkflowDefinition,
@@ -136,7 +95,7 @@ impl Store {
     pub fn start_workflow(
         &self,
         new: NewWorkflow<'_>,
-    ) -> OpResult<(WorkflowView, super::TaskView)> {
+    ) -> OpResult<(WorkflowView, crate::views::TaskView)> {
         let id = new_id();
         let now = now_ms();
         let task = {
