@@ -22,6 +22,15 @@ pub(super) enum Waited {
     TimedOut,
 }
 
+/// One stage of an agent becoming ready: what it failed to do if it did not, and the event
+/// that says it did.
+struct ReadyStage {
+    failure: &'static str,
+    kind: EventKind,
+    done: &'static str,
+    reached: fn(&Progress, &str) -> bool,
+}
+
 impl AgentManager {
     /// Waits until `cond` holds of the agent's progress, its program exits, or `timeout`
     /// passes; gives up with [`Interrupted`] when the manager stops.
@@ -68,43 +77,37 @@ impl AgentManager {
         connected: bool,
     ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
         let cli = self.cli.as_str();
         let secs = self.state.config.agents.ready_timeout_secs;
-        if !connected {
-            let waited = self
-                .wait_on_agent(session, left(), |p| p.is_connected(agent_id))
-                .await?;
-            if waited != Waited::Met {
+        let stages = [
+            ReadyStage {
+                failure: "did not connect to Hephaestus",
+                kind: EventKind::Connected,
+                done: "the agent's MCP server initialized",
+                reached: Progress::is_connected,
+            },
+            ReadyStage {
+                failure: "connected to Hephaestus but did not list its tools",
+                kind: EventKind::ToolsListed,
+                done: "the agent's MCP client listed the Hephaestus tools",
+                reached: Progress::has_tools,
+            },
+        ];
+        for stage in stages.into_iter().skip(usize::from(connected)) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let reached = |p: &Progress| (stage.reached)(p, agent_id);
+            if self.wait_on_agent(session, left, reached).await? != Waited::Met {
+                let failure = stage.failure;
                 let pane = self.terminal.tail(session, 15).await;
                 return Err(AgentStartFailed(format!(
-                    "the {cli} CLI did not connect to Hephaestus within {secs}s; its terminal showed:\n{pane}"
+                    "the {cli} CLI {failure} within {secs}s; its terminal showed:\n{pane}"
                 ))
                 .into());
             }
-            self.state.events.record(
-                agent_id,
-                Some(task_id),
-                EventKind::Connected,
-                "the agent's MCP server initialized",
-            )?;
+            self.state
+                .events
+                .record(agent_id, Some(task_id), stage.kind, stage.done)?;
         }
-        let waited = self
-            .wait_on_agent(session, left(), |p| p.has_tools(agent_id))
-            .await?;
-        if waited != Waited::Met {
-            let pane = self.terminal.tail(session, 15).await;
-            return Err(AgentStartFailed(format!(
-                "the {cli} CLI connected to Hephaestus but did not list its tools within {secs}s; its terminal showed:\n{pane}"
-            ))
-            .into());
-        }
-        self.state.events.record(
-            agent_id,
-            Some(task_id),
-            EventKind::ToolsListed,
-            "the agent's MCP client listed the Hephaestus tools",
-        )?;
         Ok(())
     }
 

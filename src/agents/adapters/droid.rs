@@ -66,13 +66,7 @@ pub(super) fn spec(l: &AgentLaunch, host: &Host, base: Base) -> Result<LaunchSpe
     env.insert("CI".into(), "false".into());
     // The user's login and own models (`custom_models`, bring-your-own-key) are shared,
     // not copied, so a token refresh reaches every agent and the user alike.
-    let links = match &host.home {
-        Some(home) => DROID_SHARED_FILES
-            .iter()
-            .map(|f| (factory.join(f), home.join(".factory").join(f)))
-            .collect(),
-        None => Vec::new(),
-    };
+    let links = super::shared_from_home(host, ".factory", &factory, DROID_SHARED_FILES);
     Ok(LaunchSpec {
         command: format!(
             "droid --auto high --append-system-prompt-file {}",

@@ -39,13 +39,7 @@ pub(super) fn spec(l: &AgentLaunch, host: &Host, base: Base) -> Result<LaunchSpe
     env.insert("CI".into(), "false".into());
     // The user's Google login is shared, not copied, so a token refresh reaches every
     // agent and the user alike.
-    let links = match &host.home {
-        Some(home) => GEMINI_SHARED_FILES
-            .iter()
-            .map(|f| (dot_gemini.join(f), home.join(".gemini").join(f)))
-            .collect(),
-        None => Vec::new(),
-    };
+    let links = super::shared_from_home(host, ".gemini", &dot_gemini, GEMINI_SHARED_FILES);
     Ok(LaunchSpec {
         command: format!("gemini --yolo{}", model("--model")),
         env,

@@ -195,6 +195,23 @@ struct Base {
     env: BTreeMap<String, String>,
 }
 
+/// Links in the agent's `dir` to the same files in the user's `~/<dot_dir>` (their login and
+/// own settings), when the user's home is known.
+fn shared_from_home(
+    host: &Host,
+    dot_dir: &str,
+    dir: &Path,
+    files: &[&str],
+) -> Vec<(PathBuf, PathBuf)> {
+    match &host.home {
+        Some(home) => files
+            .iter()
+            .map(|f| (dir.join(f), home.join(dot_dir).join(f)))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
 /// ` <flag> <model>` when a model is set.
 fn model_flag(l: &AgentLaunch, flag: &str) -> String {
     l.model
