@@ -91,7 +91,14 @@ pub fn serve(config: Config) -> Result<()> {
         let state = Arc::new(AppState::new(store.clone(), config.clone(), memory, handle));
         let manager = match commands {
             Some(commands) => {
-                match crate::agents::manager::AgentManager::new(state.clone(), terminal, commands) {
+                // It opens the repository and asks tmux its version: off the reactor thread.
+                let s = state.clone();
+                let made = tokio::task::spawn_blocking(move || {
+                    crate::agents::manager::AgentManager::new(s, terminal, commands)
+                })
+                .await
+                .context("starting the agent manager")?;
+                match made {
                     Ok(m) => Some(tokio::spawn(Arc::new(m).run(shutdown.clone()))),
                     Err(e) => {
                         tracing::error!("agents will not be spawned: {e:#}");

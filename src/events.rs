@@ -67,6 +67,9 @@ pub enum Event {
     MemorySaved {
         memory_id: i64,
     },
+    MemoryDeleted {
+        memory_id: i64,
+    },
     WorkflowStarted {
         workflow_id: String,
         first_task_id: String,

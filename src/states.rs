@@ -1,8 +1,8 @@
 //! The closed sets of states the coordinator keeps, besides the queue's own (`queue.rs`): an
 //! agent's status, how its work was merged, a memory's type, a workflow's status and the kinds of
 //! agent events. Each is one enum, used in Rust end to end and mapped to its SQL text here, once
-//! (`ToSql`/`FromSql`); a store test checks that the schema's CHECK constraints list the same
-//! values.
+//! (`ToSql`/`FromSql`); where the schema has a CHECK constraint, a store test checks that it
+//! lists the same values.
 
 use std::fmt;
 use std::str::FromStr;

@@ -113,7 +113,11 @@ impl AgentManager {
         } else {
             first_message
         };
-        write_agent_files(&agent_dir, &spec, &message)?;
+        {
+            let (dir, spec, message) = (agent_dir.clone(), spec.clone(), message.clone());
+            self.blocking(move || write_agent_files(&dir, &spec, &message))
+                .await?;
+        }
 
         let session = self.session_name(agent_id);
         self.terminal
@@ -181,7 +185,13 @@ impl AgentManager {
                             tracing::warn!(agent = %agent_id, "ending the agent failed: {e:#}");
                         }
                     }
-                    Err(e) => tracing::error!(agent = %agent_id, "cannot end the agent: {e}"),
+                    Err(e) => {
+                        // The agent's row cannot be read: the task must not stay assigned
+                        // to it, nor its slot held.
+                        tracing::error!(agent = %agent_id, "cannot read the agent to end it: {e}");
+                        let _ = services::tasks::fail(&self.state, task_id, &reason);
+                        let _ = self.retire(agent_id);
+                    }
                 }
             }
         }

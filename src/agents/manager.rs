@@ -1,9 +1,11 @@
 //! The agent manager: turns queued tasks into running agents and folds their work back. This
 //! file holds its state and its loop; each concern it drives has a file of its own:
-//! `launch.rs` (start an agent and hand it its task, resume launches a restart interrupted),
-//! `finish.rs` (an agent whose task ended: commit, end, merge), `death.rs` (agents that died),
-//! `inbox.rs` (messages typed into idle agents), `commands.rs` (`agents kill/send`), `gc.rs`,
-//! with `teardown.rs` the one way an agent ends and `policy.rs` the decisions, pure.
+//! `launch.rs` (claim a task, start an agent), `briefing.rs` (what it is told),
+//! `delivery.rs` (wait until it is ready, hand it its task), `resume.rs` (launches a restart
+//! interrupted), `finish.rs` (an agent whose task ended: end, merge), `death.rs` (agents that
+//! died), `inbox.rs` (messages typed into idle agents), `commands.rs` (`agents kill/send`),
+//! `gc.rs`; `teardown.rs` is the one way an agent ends, `policy.rs` the decisions (pure),
+//! `progress.rs` what the bus says of each agent's session.
 //!
 //! Git goes through `worktree.rs`, tmux through `terminal.rs`; both on the blocking pool.
 
@@ -106,7 +108,22 @@ impl AgentManager {
             let progress = self.progress.clone();
             tokio::spawn(async move { progress.follow(events).await });
         }
-        let mut commands = take(&self.commands);
+        // Commands get an answer while the loop is busy (a teardown can take seconds).
+        if let Some(mut commands) = take(&self.commands) {
+            let me = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        command = commands.recv() => match command {
+                            Some(command) => me.spawn_command(command),
+                            None => return,
+                        },
+                    }
+                }
+            });
+        }
         // Leftovers of a previous run (sessions and worktrees no live agent owns) go first.
         match self.gc().await {
             Ok(r)
@@ -137,7 +154,6 @@ impl AgentManager {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.progress.next_wake(TICK) => {}
-                Some(command) = next_command(&mut commands) => self.spawn_command(command),
             }
         }
         self.stopping.cancel();
@@ -212,14 +228,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
     lock(slot).take()
-}
-
-/// The next command, or never when there is no channel (the select then waits on the rest).
-async fn next_command(commands: &mut Option<mpsc::Receiver<Command>>) -> Option<Command> {
-    match commands {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The first 8 characters of an agent id: its session, worktree and branch names.

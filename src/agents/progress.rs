@@ -32,8 +32,8 @@ impl Progress {
     }
 
     /// Takes in one event: session events update the agents' progress; changes to tasks and
-    /// messages wake the loop. Returns false for events of no interest.
-    pub fn take(&self, event: &Event) -> bool {
+    /// messages wake the loop; the rest is of no interest here.
+    pub fn take(&self, event: &Event) {
         match event {
             Event::AgentConnected { agent_id } => {
                 self.with(|s| s.connected.insert(agent_id.clone()));
@@ -49,14 +49,14 @@ impl Progress {
             | Event::MessageSent { .. }
             | Event::WorkflowStarted { .. } => {
                 self.wake_loop();
-                return true;
+                return;
             }
-            Event::TaskMerge { .. } | Event::AgentLogged { .. } | Event::MemorySaved { .. } => {
-                return false;
-            }
+            Event::TaskMerge { .. }
+            | Event::AgentLogged { .. }
+            | Event::MemorySaved { .. }
+            | Event::MemoryDeleted { .. } => return,
         }
         self.changed.notify_waiters();
-        true
     }
 
     /// Follows the bus until it closes. A subscriber that fell behind has lost session events:
@@ -164,7 +164,6 @@ mod tests {
         );
         p.forget("a");
         assert!(!p.is_connected("a") && p.tool_lists("a") == 0);
-        assert!(!p.take(&Event::MemorySaved { memory_id: 1 }));
     }
 
     #[tokio::test]

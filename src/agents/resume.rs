@@ -35,7 +35,15 @@ impl AgentManager {
             {
                 continue;
             }
-            let events = store.agent_events(&rt.agent_id).unwrap_or_default();
+            let events = match store.agent_events(&rt.agent_id) {
+                Ok(events) => events,
+                Err(e) => {
+                    // Without its log the launch's progress is unknown: leave the agent be
+                    // rather than type its task in again.
+                    tracing::warn!(agent = %rt.agent_id, "cannot read the agent's events: {e}");
+                    continue;
+                }
+            };
             let logged = |kind: EventKind| events.iter().any(|e| e.kind == kind);
             let progress = LaunchProgress {
                 session: rt.tmux_session.is_some(),
@@ -117,8 +125,13 @@ impl AgentManager {
                 .await?;
         }
         let path = self.agent_dir(&rt.agent_id).join("first_message.md");
-        let message = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading the agent's first message {}", path.display()))?;
+        let message = self
+            .blocking(move || {
+                std::fs::read_to_string(&path).with_context(|| {
+                    format!("reading the agent's first message {}", path.display())
+                })
+            })
+            .await?;
         self.settle(&session).await;
         self.deliver(&rt.agent_id, task_id, &session, &message, paste)
             .await

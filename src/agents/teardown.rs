@@ -34,6 +34,18 @@ impl AgentManager {
     pub(super) async fn teardown(&self, rt: &AgentRuntime, ending: Ending<'_>) -> Result<Ended> {
         let store = &self.state.store;
         let agent = rt.agent_id.as_str();
+        if matches!(ending, Ending::Died | Ending::Killed) {
+            // It reported its task ended just before it was stopped or found dead: its report
+            // stands, and a done task's work is merged, not abandoned.
+            if let Some(task) = self.reported_task(agent) {
+                return Box::pin(self.teardown(rt, Ending::Finished { task: &task })).await;
+            }
+            // Finished and merged before a crash, only not yet retired.
+            if rt.task_id.is_none() && rt.merge_status.is_some_and(|m| m != MergeStatus::Active) {
+                self.retire(agent)?;
+                return Ok(Ended { commit: None });
+            }
+        }
         let task_id = match &ending {
             Ending::Finished { task } => Some(task.id.clone()),
             _ => rt.task_id.clone(),
@@ -169,6 +181,13 @@ impl AgentManager {
                 None
             }
         }
+    }
+
+    /// The task the agent reported done or failed, if it has not been finished since.
+    fn reported_task(&self, agent: &str) -> Option<TaskView> {
+        let ended = self.state.store.unfinished_agents().ok()?;
+        let (_, task_id) = ended.into_iter().find(|(a, _)| a.agent_id == agent)?;
+        self.state.store.get_task(&task_id).ok()
     }
 
     /// Requeues or fails a task whose agent did not finish it; `reason(Some(attempt), max)` or

@@ -184,13 +184,13 @@ impl Output<'_> {
         Client::connect(&self.config.socket_path)?.ask(&req)
     }
 
-    /// Asks, then prints the answer: as JSON with `--json`, else with `print`.
+    /// Asks, then prints the answer: as it came with `--json`, else read as its reply type and
+    /// printed with `print`.
     fn show<T: DeserializeOwned>(&self, req: Request, print: impl FnOnce(T)) -> Result<()> {
-        let (raw, reply) = self.ask::<T>(req)?;
         if self.json {
-            print_json(&raw);
+            print_json(&Client::connect(&self.config.socket_path)?.call(&req)?);
         } else {
-            print(reply);
+            print(self.ask::<T>(req)?.1);
         }
         Ok(())
     }

@@ -203,7 +203,17 @@ async fn agent_rows(state: &Shared, all: bool) -> Result<Vec<AgentRow>, OpError>
         .into_iter()
         .map(|r| (r.agent_id.clone(), r))
         .collect();
-    let terminal = state.agents.as_ref().map(|a| a.terminal());
+    // Sessions of an earlier coordinator can outlive a start without agents: read them too.
+    let own;
+    let terminal = match &state.agents {
+        Some(a) => a.terminal(),
+        None => {
+            own = crate::agents::terminal::Terminal::new(crate::agents::tmux::Tmux::new(
+                state.config.agents.tmux_socket.clone(),
+            ));
+            &own
+        }
+    };
     let now = crate::time::now_ms();
     let mut rows = Vec::new();
     for agent in store.list_agents(all)? {
@@ -211,9 +221,9 @@ async fn agent_rows(state: &Shared, all: bool) -> Result<Vec<AgentRow>, OpError>
         let session = rt
             .and_then(|r| r.tmux_session.as_deref())
             .filter(|_| agent.status != AgentStatus::Terminated);
-        let last_output = match (terminal, session) {
-            (Some(t), Some(s)) => t.last_line(s).await.map(|l| l.trim().to_string()),
-            _ => None,
+        let last_output = match session {
+            Some(s) => terminal.last_line(s).await.map(|l| l.trim().to_string()),
+            None => None,
         };
         rows.push(AgentRow {
             age: rt.map(|r| crate::time::age(r.created_at_ms, now)),
@@ -287,7 +297,7 @@ async fn memory(state: &Shared, req: Request) -> Answer {
             answer(report)
         }
         Request::MemoryDelete { id } => {
-            if !blocking(state, move |s| s.memory.delete(id)).await? {
+            if !blocking(state, move |s| services::memory::delete(s, id)).await? {
                 return Err(OpError::NotFound(format!(
                     "no memory {id}: see `hephaestus memory list`"
                 )));

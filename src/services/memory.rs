@@ -1,5 +1,6 @@
-//! Memory as the front ends change it: every save goes through here, so each stored memory is
-//! announced on the bus. Search, reindex and delete are `Memory`'s own (`memory/`).
+//! Memory as the front ends change it: every save and delete goes through here, so each is
+//! announced on the bus. Search and reindex (which changes no memory's content) are `Memory`'s
+//! own (`memory/`).
 
 use anyhow::Result;
 
@@ -15,4 +16,13 @@ pub fn save(state: &AppState, new: NewMemory) -> Result<Saved> {
         state.events.publish(Event::MemorySaved { memory_id: id });
     }
     Ok(saved)
+}
+
+/// Deletes a memory (blocking); false when there was none with that id.
+pub fn delete(state: &AppState, id: i64) -> Result<bool> {
+    let deleted = state.memory.delete(id)?;
+    if deleted {
+        state.events.publish(Event::MemoryDeleted { memory_id: id });
+    }
+    Ok(deleted)
 }

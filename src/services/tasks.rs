@@ -32,12 +32,15 @@ pub async fn report(
     let learnings = update.key_learnings.clone();
     let reported = state.store.update_task_status(agent_id, task_id, update)?;
     let task = reported.task;
-    state.events.record(
+    // The report is committed: what follows must not make it look refused.
+    if let Err(e) = state.events.record(
         agent_id,
         Some(&task.id),
         EventKind::TaskStatus,
         task.status.as_str(),
-    )?;
+    ) {
+        tracing::warn!(task = %task.id, "cannot log the report: {e}");
+    }
     let learned: Vec<NewMemory> = learnings
         .iter()
         .filter(|l| !l.trim().is_empty())
@@ -119,13 +122,15 @@ pub fn requeue(state: &AppState, task_id: &str, reason: &str) -> OpResult<TaskVi
 }
 
 /// Fails an assigned or running task for a reason outside its agent's report.
+/// A task that ended meanwhile is left as it is.
 pub fn fail(state: &AppState, task_id: &str, reason: &str) -> OpResult<()> {
-    state.store.fail_task(task_id, reason)?;
-    state.events.publish(Event::TaskStatusChanged {
-        task_id: task_id.to_string(),
-        agent_id: None,
-        status: TaskStatus::Failed,
-    });
+    if state.store.fail_task(task_id, reason)? {
+        state.events.publish(Event::TaskStatusChanged {
+            task_id: task_id.to_string(),
+            agent_id: None,
+            status: TaskStatus::Failed,
+        });
+    }
     Ok(())
 }
 
@@ -138,9 +143,14 @@ pub fn merge_outcome(
     files: &[String],
     commit: Option<&str>,
 ) -> OpResult<()> {
+    // An agent whose branch had nothing new counts as merged: its work is in the base.
+    let agent_status = match status {
+        MergeStatus::UpToDate => MergeStatus::Merged,
+        other => other,
+    };
     state
         .store
-        .set_merge(task_id, agent_id, status, files, commit)?;
+        .set_merge(task_id, agent_id, status, agent_status, files, commit)?;
     state.events.publish(Event::TaskMerge {
         task_id: task_id.to_string(),
         agent_id: agent_id.to_string(),

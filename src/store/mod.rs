@@ -185,15 +185,26 @@ impl Store {
         )?;
         let rows = stmt
             .query_map(rusqlite::params![agent_id], |r| {
-                Ok(AgentEvent {
-                    kind: r.get(0)?,
-                    message: r.get(1)?,
-                    details: r.get(2)?,
-                    at_ms: r.get(3)?,
-                })
+                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        // A kind this build does not know (a newer one wrote it) is passed over, not a reason
+        // to lose the whole log.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(kind, message, details, at_ms)| match kind.parse() {
+                Ok(kind) => Some(AgentEvent {
+                    kind,
+                    message,
+                    details,
+                    at_ms,
+                }),
+                Err(e) => {
+                    tracing::warn!(agent = agent_id, "skipping an agent event: {e}");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Flushes the WAL into the main file; called on orderly shutdown.

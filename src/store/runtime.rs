@@ -167,6 +167,7 @@ impl Store {
         task_id: &str,
         agent_id: &str,
         status: MergeStatus,
+        agent_status: MergeStatus,
         files: &[String],
         commit: Option<&str>,
     ) -> OpResult<()> {
@@ -178,7 +179,7 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE agents SET merge_status = ?2, merge_commit = COALESCE(?3, merge_commit) WHERE id = ?1",
-            params![agent_id, status, commit],
+            params![agent_id, agent_status, commit],
         )?;
         tx.commit()?;
         Ok(())
@@ -211,22 +212,26 @@ impl Store {
     }
 
     /// Fails an assigned or running task for a reason outside the agent (it never started, it
-    /// kept dying) and frees its agent.
-    pub fn fail_task(&self, task_id: &str, reason: &str) -> OpResult<()> {
+    /// kept dying) and frees its agent. False when the task was not assigned or running (it
+    /// ended meanwhile): nothing changed.
+    pub fn fail_task(&self, task_id: &str, reason: &str) -> OpResult<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
-        tx.execute(
+        let failed = tx.execute(
             "UPDATE tasks SET status = 'failed', failure_reason = ?2, completed_at = ?3, updated_at = ?3
              WHERE id = ?1 AND status IN ('assigned', 'in_progress')",
             params![task_id, reason, now],
         )?;
+        if failed == 0 {
+            return Ok(false);
+        }
         tx.execute(
             "UPDATE agents SET status = 'idle', current_task_id = NULL WHERE current_task_id = ?1",
             params![task_id],
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// Sets where a requeued task's next agent starts (the dead agent's last commit).
