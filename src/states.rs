@@ -154,6 +154,18 @@ text_enum! {
 }
 
 text_enum! {
+    /// A workflow phase's status.
+    pub enum PhaseStatus {
+        Pending = "pending",
+        InProgress = "in_progress",
+        Completed = "completed",
+        Failed = "failed",
+        Skipped = "skipped",
+    }
+    what = "phase status";
+}
+
+text_enum! {
     /// The kinds of events kept in an agent's log (`agent_events`).
     pub enum EventKind {
         /// Its worktree and session exist.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::phases::LaunchParameter;
 use crate::queue::{Priority, TaskStatus};
-use crate::states::{AgentKind, AgentStatus, MergeStatus, WorkflowStatus};
+use crate::states::{AgentKind, AgentStatus, MergeStatus, PhaseStatus, WorkflowStatus};
 
 /// A task as tools and the CLI show it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -78,7 +78,8 @@ pub struct PhaseView {
     pub name: String,
     pub description: String,
     pub done_definitions: Vec<String>,
-    pub status: String,
+    #[schemars(with = "String")]
+    pub status: PhaseStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

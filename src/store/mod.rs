@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn the_schema_checks_the_same_values_the_state_enums_have() {
         use crate::queue::{Priority, TaskStatus};
-        use crate::states::{AgentKind, AgentStatus, MemoryType, WorkflowStatus};
+        use crate::states::{AgentKind, AgentStatus, MemoryType, PhaseStatus, WorkflowStatus};
         let store = Store::open_in_memory().unwrap();
         let task_statuses: Vec<String> =
             TaskStatus::ALL.iter().map(|s| s.as_str().into()).collect();
@@ -324,6 +324,7 @@ mod tests {
             ("agents", "status", texts(AgentStatus::ALL)),
             ("agents", "kind", texts(AgentKind::ALL)),
             ("workflows", "status", texts(WorkflowStatus::ALL)),
+            ("phases", "status", texts(PhaseStatus::ALL)),
             ("memories", "memory_type", texts(MemoryType::ALL)),
         ] {
             assert_eq!(
