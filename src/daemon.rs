@@ -83,7 +83,14 @@ pub fn serve(config: Config) -> Result<()> {
             config.agents.tmux_socket.clone(),
         ));
         let (handle, commands) = if config.agents.enabled {
-            let (handle, commands) = crate::agents::handle::AgentsHandle::new(terminal.clone());
+            let (handle, commands) = crate::agents::handle::AgentsHandle::new(
+                terminal.clone(),
+                &config.agents.cli,
+                config.agents.host.clone(),
+            );
+            if let Some(problem) = handle.cli_problem() {
+                tracing::error!("agents cannot start: {problem}");
+            }
             (Some(handle), Some(commands))
         } else {
             (None, None)

@@ -176,3 +176,85 @@ fn many_agents_launched_at_once_all_finish_and_merge() {
     assert_eq!(count(&evs, "launch_failed"), 0, "{evs:?}");
     assert_eq!(count(&evs, "created"), TASKS, "{evs:?}");
 }
+
+/// The configured CLI is not installed: the coordinator says so at start (`status`,
+/// `health_check`), and a task fails at once with that cause, not after a timeout.
+#[test]
+fn a_cli_that_is_not_installed_is_named_as_such_at_once() {
+    let (dir, _worktrees) = agent_project("");
+    let config = dir.path().join("hephaestus.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("cli = \"custom\"", "cli = \"claude\"");
+    std::fs::write(&config, text).unwrap();
+    // tmux, git and python3, but no claude.
+    let coord =
+        Coordinator::start_with_env(dir.path(), &[], &[("PATH", "/usr/local/bin:/usr/bin:/bin")]);
+    let _tmux = TmuxServer::of(&coord);
+    let status = coord.cli_text(&["status"]);
+    assert!(
+        status.contains("agents cannot start: claude: not found on PATH"),
+        "{status}"
+    );
+    let mut shim = common::RawShim::spawn(&coord, None);
+    shim.initialize("person");
+    let health = shim.tool_ok("health_check", serde_json::json!({}));
+    assert!(
+        health["agents_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("install it, or set agents.cli")),
+        "{health}"
+    );
+    let started = std::time::Instant::now();
+    let id = create(&coord, "anything", &[]);
+    wait_until("the task failed", Duration::from_secs(20), || {
+        task(&coord, &id)["status"] == "failed"
+    });
+    let reason = task(&coord, &id)["failure_reason"].to_string();
+    assert!(
+        reason.contains("the claude CLI cannot start: claude: not found on PATH"),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "at once, not after a timeout"
+    );
+}
+
+/// A CLI whose program exits at once is said to have exited, with its status, and the next
+/// attempts come right after (no ready timeout is waited out).
+#[test]
+fn a_cli_that_exits_at_once_is_said_to_have_exited() {
+    let (dir, _worktrees) = agent_project("");
+    let config = dir.path().join("hephaestus.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("custom_command") {
+                "custom_command = \"echo 'no licence found' && exit 3\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, text).unwrap();
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let _tmux = TmuxServer::of(&coord);
+    let id = create(&coord, "anything", &[]);
+    // Three attempts; each would take the 20 s ready timeout if the exit went unseen.
+    wait_until("the task failed", Duration::from_secs(30), || {
+        task(&coord, &id)["status"] == "failed"
+    });
+    let reason = task(&coord, &id)["failure_reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("the custom CLI exited with status 3"),
+        "{reason}"
+    );
+    assert!(reason.contains("no licence found"), "{reason}");
+    assert!(reason.contains("the launch failed 3 times"), "{reason}");
+}

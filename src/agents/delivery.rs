@@ -96,11 +96,19 @@ impl AgentManager {
         for stage in stages.into_iter().skip(usize::from(connected)) {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let reached = |p: &Progress| (stage.reached)(p, agent_id);
-            if self.wait_on_agent(session, left, reached).await? != Waited::Met {
-                let failure = stage.failure;
+            let waited = self.wait_on_agent(session, left, reached).await?;
+            if waited != Waited::Met {
                 let pane = self.terminal.tail(session, 15).await;
+                let what = match (waited, self.terminal.exit_status(session).await) {
+                    (Waited::Exited, Some(127)) => {
+                        "exited at once: its command was not found (status 127)".to_string()
+                    }
+                    (Waited::Exited, Some(status)) => format!("exited with status {status}"),
+                    (Waited::Exited, None) => "exited".to_string(),
+                    _ => format!("{} within {secs}s", stage.failure),
+                };
                 return Err(AgentStartFailed(format!(
-                    "the {cli} CLI {failure} within {secs}s; its terminal showed:\n{pane}"
+                    "the {cli} CLI {what}; its terminal showed:\n{pane}"
                 ))
                 .into());
             }

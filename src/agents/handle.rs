@@ -6,6 +6,7 @@ use anyhow::{Result, anyhow};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use super::adapters::{CliKind, Host};
 use super::terminal::Terminal;
 
 /// What `agents gc` removed.
@@ -40,13 +41,38 @@ pub enum Command {
 pub struct AgentsHandle {
     commands: mpsc::Sender<Command>,
     terminal: Terminal,
+    /// The configured CLI (or why the setting is wrong), and where it would be found.
+    cli: Result<CliKind, String>,
+    host: Host,
 }
 
 impl AgentsHandle {
-    /// A handle and the receiving end the manager takes.
-    pub fn new(terminal: Terminal) -> (AgentsHandle, mpsc::Receiver<Command>) {
+    /// A handle and the receiving end the manager takes; `cli` is `agents.cli` as configured.
+    pub fn new(
+        terminal: Terminal,
+        cli: &str,
+        host: Host,
+    ) -> (AgentsHandle, mpsc::Receiver<Command>) {
         let (commands, rx) = mpsc::channel(32);
-        (AgentsHandle { commands, terminal }, rx)
+        let cli = CliKind::parse(cli).map_err(|e| format!("{e:#}"));
+        (
+            AgentsHandle {
+                commands,
+                terminal,
+                cli,
+                host,
+            },
+            rx,
+        )
+    }
+
+    /// Why agents cannot start right now, when they cannot: the configured CLI is unknown or
+    /// not installed. Looked up each time, so installing the CLI clears it.
+    pub fn cli_problem(&self) -> Option<String> {
+        match &self.cli {
+            Ok(kind) => self.host.missing_cli(*kind),
+            Err(e) => Some(e.clone()),
+        }
     }
 
     /// The agents' terminals, to read (the last line each shows, say).

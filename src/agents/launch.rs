@@ -81,6 +81,11 @@ impl AgentManager {
 
     async fn launch(&self, agent_id: &str, token: &str, task: &TaskView) -> Result<()> {
         let settings = &self.state.config.agents;
+        // A CLI that is not installed fails at once with that reason, not after a timeout.
+        let (host, cli) = (settings.host.clone(), self.cli);
+        if let Some(problem) = self.blocking(move || Ok(host.missing_cli(cli))).await? {
+            anyhow::bail!("the {} CLI cannot start: {problem}", cli.as_str());
+        }
         let base = self.start_point(task).await?;
         let (wt, copy, name) = (
             self.worktrees.clone(),

@@ -62,6 +62,15 @@ impl Terminal {
             .unwrap_or(true)
     }
 
+    /// The exit status of the session's program, once it has exited.
+    pub async fn exit_status(&self, session: &str) -> Option<i32> {
+        let (tmux, session) = (self.tmux.clone(), session.to_string());
+        blocking(move || Ok(tmux.exit_status(&session)))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The visible screen plus `history` lines of scrollback; empty when it cannot be read.
     pub async fn capture(&self, session: &str, history: u32) -> String {
         let (tmux, session) = (self.tmux.clone(), session.to_string());
@@ -70,9 +79,10 @@ impl Terminal {
             .unwrap_or_default()
     }
 
-    /// The last `lines` non-blank lines of the screen.
+    /// The last `lines` non-blank lines of the screen. Read with some scrollback: when a
+    /// program exits, tmux moves the screen into the history to print "Pane is dead".
     pub async fn tail(&self, session: &str, lines: usize) -> String {
-        let text = self.capture(session, 0).await;
+        let text = self.capture(session, 200).await;
         let kept: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         kept[kept.len().saturating_sub(lines)..].join("\n")
     }

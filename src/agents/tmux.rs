@@ -74,6 +74,18 @@ impl Tmux {
         (width, height): (u16, u16),
     ) -> Result<()> {
         let mut cmd = self.command();
+        // Panes stay after their program exits, so its last output and exit status can be
+        // read. Set on the private server before the session starts: set after, it comes too
+        // late for a program that exits at once.
+        cmd.args([
+            "start-server",
+            ";",
+            "set-option",
+            "-g",
+            "remain-on-exit",
+            "on",
+            ";",
+        ]);
         cmd.args([
             "new-session",
             "-d",
@@ -98,8 +110,6 @@ impl Tmux {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        // Keep the pane after the program exits, so its last output can still be read.
-        let _ = self.run(&["set-option", "-t", name, "remain-on-exit", "on"]);
         Ok(())
     }
 
@@ -109,6 +119,23 @@ impl Tmux {
     }
 
     /// True while the program in the session's pane is still running.
+    /// The exit status of the session's program, once it has exited.
+    pub fn exit_status(&self, name: &str) -> Option<i32> {
+        let out = self
+            .run(&[
+                "display-message",
+                "-p",
+                "-t",
+                &Self::pane(name),
+                "#{pane_dead} #{pane_dead_status}",
+            ])
+            .ok()
+            .filter(|o| o.status.success())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (dead, status) = text.trim().split_once(' ')?;
+        (dead == "1").then(|| status.parse().ok()).flatten()
+    }
+
     pub fn is_alive(&self, name: &str) -> bool {
         match self.run(&[
             "display-message",

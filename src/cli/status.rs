@@ -35,6 +35,9 @@ fn print_status(v: &Status) {
         v.agents.len(),
         v.max_concurrent_agents
     );
+    if let Some(problem) = &v.agents_problem {
+        println!("  agents cannot start: {problem}");
+    }
     let rows: Vec<AgentRow> = v
         .agents
         .iter()

@@ -60,6 +60,7 @@ fn status(state: &Shared) -> Answer {
         max_concurrent_agents: config.max_concurrent_agents,
         agents_enabled: config.agents.enabled,
         agent_cli: config.agents.cli.clone(),
+        agents_problem: state.agents.as_ref().and_then(|a| a.cli_problem()),
         tmux_socket: config.agents.tmux_socket.clone(),
         memory: state.memory.status(),
         tasks: store.task_counts(None)?,

@@ -21,6 +21,9 @@ pub struct Status {
     pub max_concurrent_agents: u32,
     pub agents_enabled: bool,
     pub agent_cli: String,
+    /// Why agents cannot start (the configured CLI is not installed), when they cannot.
+    #[serde(default)]
+    pub agents_problem: Option<String>,
     pub tmux_socket: String,
     pub memory: MemoryStatus,
     /// Number of tasks per status.

@@ -40,6 +40,9 @@ pub struct Health {
     /// Where memories are searched: "embedded" or "qdrant at URL".
     pub memory_backend: String,
     pub memories_indexed: usize,
+    /// Why no agent can be started (the configured CLI is not installed), when none can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents_problem: Option<String>,
 }
 
 #[tool_router(router = status_tools, vis = "pub(crate)")]
@@ -99,6 +102,7 @@ impl McpSession {
             memory_note: memory.note,
             memory_backend: memory.backend,
             memories_indexed: memory.indexed,
+            agents_problem: self.state.agents.as_ref().and_then(|a| a.cli_problem()),
         };
         reply(
             format!(

@@ -44,6 +44,14 @@ impl CliKind {
         })
     }
 
+    /// The program the launch command runs; none for a custom command (the user's own).
+    pub fn program(self) -> Option<&'static str> {
+        match self {
+            CliKind::Custom => None,
+            other => Some(other.as_str()),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CliKind::Claude => "claude",
@@ -109,6 +117,27 @@ pub struct Host {
     /// `GOOGLE_GENAI_USE_VERTEXAI` is true, an API key when `GEMINI_API_KEY` or
     /// `GOOGLE_API_KEY` is set, else the user's Google login.
     pub gemini_auth: GeminiAuth,
+    /// The coordinator's `PATH`, which the agents' sessions inherit.
+    pub path: Option<String>,
+}
+
+impl Host {
+    /// Why `kind`'s program cannot start here, when it cannot: not found on `PATH`, or not
+    /// executable. Reads the file system (a few `stat` calls).
+    pub fn missing_cli(&self, kind: CliKind) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let program = kind.program()?;
+        let path = self.path.as_deref().unwrap_or("");
+        let found = path.split(':').filter(|d| !d.is_empty()).any(|dir| {
+            std::fs::metadata(Path::new(dir).join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+        (!found).then(|| {
+            format!(
+                "{program}: not found on PATH ({path}); install it, or set agents.cli in hephaestus.toml"
+            )
+        })
+    }
 }
 
 /// Gemini CLI's sign-in methods, as its settings name them.
@@ -143,6 +172,7 @@ impl Host {
                 .map(PathBuf::from)
                 .or_else(|| var("HOME").map(|h| Path::new(&h).join(".codex"))),
             home: var("HOME").map(PathBuf::from),
+            path: var("PATH"),
             gemini_auth: if var("GOOGLE_GENAI_USE_VERTEXAI")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
             {
@@ -363,6 +393,36 @@ mod tests {
     }
 
     #[test]
+    fn a_cli_is_found_only_as_an_executable_file_on_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let host = |path: &str| Host {
+            path: Some(path.to_string()),
+            ..Host::default()
+        };
+        let bin = dir.path().join("codex");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        let on_path = format!("/nonexistent:{}", dir.path().display());
+        let missing = host(&on_path).missing_cli(CliKind::Codex).unwrap();
+        assert!(
+            missing.starts_with("codex: not found on PATH"),
+            "not executable: {missing}"
+        );
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(host(&on_path).missing_cli(CliKind::Codex), None);
+        assert!(host("/nonexistent").missing_cli(CliKind::Codex).is_some());
+        assert!(
+            Host::default().missing_cli(CliKind::Claude).is_some(),
+            "no PATH at all"
+        );
+        assert_eq!(
+            Host::default().missing_cli(CliKind::Custom),
+            None,
+            "the user's own command"
+        );
+    }
+
+    #[test]
     fn claude_gets_a_private_config_dir_that_skips_every_first_run_screen() {
         let host = Host {
             is_root: true,
@@ -371,6 +431,7 @@ mod tests {
             codex_home: None,
             home: None,
             gemini_auth: GeminiAuth::GoogleLogin,
+            path: None,
         };
         let spec = launch_spec_on(CliKind::Claude, &launch(), &host).unwrap();
         assert_eq!(
