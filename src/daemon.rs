@@ -120,6 +120,15 @@ pub fn serve(config: Config) -> Result<()> {
                 None
             }
         };
+        if manager.is_some() && config.guardian.enabled {
+            let guardian = crate::guardian::Guardian::new(
+                state.clone(),
+                crate::agents::terminal::Terminal::new(crate::agents::tmux::Tmux::new(
+                    config.agents.tmux_socket.clone(),
+                )),
+            );
+            tokio::spawn(guardian.run(shutdown.clone()));
+        }
         tokio::spawn(index_pending_memories(state.clone(), shutdown.clone()));
         #[cfg(feature = "local-embeddings")]
         if fetch_model {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod events;
+pub mod guardian;
 pub mod logging;
 pub mod mcp;
 pub mod mcp_config;

@@ -17,6 +17,8 @@ pub struct AppState {
     pub memory: crate::memory::Memory,
     /// The agent manager's handle, when agent spawning is on.
     pub agents: Option<AgentsHandle>,
+    /// What the guardian last read of each agent.
+    pub seen: crate::guardian::seen::Seen,
 }
 
 impl AppState {
@@ -33,6 +35,7 @@ impl AppState {
             config,
             started: Instant::now(),
             agents,
+            seen: Default::default(),
         }
     }
 }

@@ -154,6 +154,31 @@ text_enum! {
 }
 
 text_enum! {
+    /// What an agent is doing right now, as the guardian reads it from its terminal (and its
+    /// session): never a guess; when the signals disagree it is `unknown`.
+    pub enum AgentState {
+        /// Launched, not yet at its prompt.
+        Starting = "starting",
+        /// Busy with a turn.
+        Working = "working",
+        /// At its prompt, its turn over.
+        Idle = "idle",
+        /// Asking to approve a tool call.
+        BlockedPermission = "blocked_permission",
+        /// Its turn ended with a question for the person.
+        BlockedQuestion = "blocked_question",
+        /// Stopped at a dialog: trust, onboarding, login, update.
+        BlockedScreen = "blocked_screen",
+        /// Showing an API or authentication error.
+        Error = "error",
+        /// Its program has exited.
+        Exited = "exited",
+        Unknown = "unknown",
+    }
+    what = "agent state";
+}
+
+text_enum! {
     /// A workflow phase's status.
     pub enum PhaseStatus {
         Pending = "pending",
@@ -192,6 +217,8 @@ text_enum! {
         MessageFromPerson = "message_from_person",
         /// It changed its task's status.
         TaskStatus = "task_status",
+        /// The guardian saw its state change (the message names the rule that said so).
+        StateChanged = "state_changed",
     }
     what = "event kind";
 }

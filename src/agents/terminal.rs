@@ -62,6 +62,16 @@ impl Terminal {
             .unwrap_or(true)
     }
 
+    /// Whether its program runs, its title and its screen, in one call; none when the session
+    /// is gone.
+    pub async fn look(&self, session: &str) -> Option<super::tmux::Glance> {
+        let (tmux, session) = (self.tmux.clone(), session.to_string());
+        blocking(move || Ok(tmux.look(&session).ok()))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The exit status of the session's program, once it has exited.
     pub async fn exit_status(&self, session: &str) -> Option<i32> {
         let (tmux, session) = (self.tmux.clone(), session.to_string());

@@ -9,6 +9,14 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+/// What one look at a session shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Glance {
+    pub alive: bool,
+    pub title: String,
+    pub screen: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Tmux {
     socket: String,
@@ -119,6 +127,32 @@ impl Tmux {
     }
 
     /// True while the program in the session's pane is still running.
+    /// One look at a session: whether its program still runs, its title and its visible screen,
+    /// in one tmux call (the guardian makes one per agent every poll).
+    pub fn look(&self, name: &str) -> Result<Glance> {
+        let pane = Self::pane(name);
+        let out = self.run_ok(&[
+            "display-message",
+            "-p",
+            "-t",
+            &pane,
+            "#{pane_dead}\t#{pane_title}",
+            ";",
+            "capture-pane",
+            "-p",
+            "-J",
+            "-t",
+            &pane,
+        ])?;
+        let (head, screen) = out.split_once('\n').unwrap_or((&out, ""));
+        let (dead, title) = head.split_once('\t').unwrap_or((head, ""));
+        Ok(Glance {
+            alive: dead.trim() == "0",
+            title: title.to_string(),
+            screen: screen.to_string(),
+        })
+    }
+
     /// The exit status of the session's program, once it has exited.
     pub fn exit_status(&self, name: &str) -> Option<i32> {
         let out = self

@@ -6,7 +6,8 @@ use clap::Subcommand;
 use super::{Output, or_dash};
 use crate::agents::handle::GcReport;
 use crate::control::Request;
-use crate::control::replies::{AgentDetail, AgentRow, Registered};
+use crate::control::replies::{AgentDetail, AgentRow, Explained, Registered};
+use crate::guardian::screen::{self, Look, Reading, Rules};
 use crate::states::AgentStatus;
 use crate::text::first_line;
 
@@ -20,6 +21,17 @@ pub enum AgentsCommand {
     },
     /// Show one agent: where it works and what happened to it
     Show { id: String },
+    /// Say how the guardian reads an agent's screen, and which rule says so
+    Explain {
+        /// The agent (4 characters of its id or more); not with --file
+        id: Option<String>,
+        /// Read this saved screen instead of a live agent's
+        #[arg(long, requires = "cli")]
+        file: Option<std::path::PathBuf>,
+        /// With --file: the CLI whose rules to use (claude, codex, gemini, opencode, droid, custom)
+        #[arg(long)]
+        cli: Option<String>,
+    },
     /// Watch an agent's terminal (tmux attach; detach with C-b d)
     Attach { id: String },
     /// Type a message into an agent's terminal
@@ -54,6 +66,15 @@ pub(super) fn run(out: &Output, cmd: AgentsCommand) -> Result<()> {
                 a.tmux_socket,
                 or_dash(a.tmux_session.as_deref())
             );
+            if let Some(s) = &a.state {
+                println!(
+                    "  state:    {} for {} ({}: {})",
+                    s.reading.state,
+                    crate::time::age(s.since_ms, crate::time::now_ms()),
+                    s.reading.rule,
+                    s.reading.why
+                );
+            }
             for e in &a.events {
                 println!(
                     "  {} {:<16} {}",
@@ -63,6 +84,17 @@ pub(super) fn run(out: &Output, cmd: AgentsCommand) -> Result<()> {
                 );
             }
         }),
+        AgentsCommand::Explain { id, file, cli } => match (id, file, cli) {
+            (None, Some(file), Some(cli)) => explain_file(out, &file, &cli),
+            (Some(id), None, _) => out.show(Request::AgentExplain { id }, |e: Explained| {
+                println!("agent {} ({})", e.agent_id, e.cli);
+                if let Some(ms) = e.unchanged_ms {
+                    println!("  screen unchanged for {:.1}s", ms as f64 / 1000.0);
+                }
+                print_reading(&e.reading);
+            }),
+            _ => bail!("give an agent id, or --file PANE with --cli NAME"),
+        },
         AgentsCommand::Attach { id } => {
             let (_, a) = out.ask::<AgentDetail>(Request::AgentShow { id })?;
             let Some(session) = a.tmux_session else {
@@ -112,11 +144,23 @@ pub(super) fn print_agents(rows: &[AgentRow]) {
     }
     for r in rows {
         let a = &r.agent;
+        let state = r
+            .state
+            .as_ref()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s.reading.state,
+                    crate::time::age(s.since_ms, crate::time::now_ms())
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "  {} {:<20} {:<10} {:>4} task {} {}",
+            "  {} {:<20} {:<10} {:<22} {:>4} task {} {}",
             a.id,
             a.name,
             a.status.as_str(),
+            state,
             r.age.as_deref().unwrap_or(""),
             a.current_task_id
                 .as_deref()
@@ -128,4 +172,35 @@ pub(super) fn print_agents(rows: &[AgentRow]) {
                 .unwrap_or_default()
         );
     }
+}
+
+fn print_reading(r: &Reading) {
+    println!("  state: {}", r.state);
+    println!("  rule:  {}", r.rule);
+    println!("  why:   {}", r.why);
+}
+
+/// Reads a saved screen with a CLI's rules (the project's own when it has them), as a still
+/// screen of an agent that has its task: no coordinator needed.
+fn explain_file(out: &Output, file: &std::path::Path, cli: &str) -> Result<()> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let rules = Rules::load(cli, Some(&out.config.guardian.rules_dir))?;
+    let reading = screen::read(
+        &rules,
+        &Look {
+            screen: &text,
+            title: "",
+            alive: true,
+            unchanged_for: std::time::Duration::from_secs(3600),
+            delivered: true,
+        },
+    );
+    if out.json {
+        super::print_json(&serde_json::to_value(&reading)?);
+    } else {
+        println!("{} with the {cli} rules", file.display());
+        print_reading(&reading);
+    }
+    Ok(())
 }

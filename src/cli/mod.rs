@@ -89,6 +89,9 @@ pub enum Command {
     Workflow(WorkflowCommand),
     /// List and register agents
     Agents {
+        /// With no command: include terminated agents in the list
+        #[arg(long)]
+        all: bool,
         #[command(subcommand)]
         command: Option<AgentsCommand>,
     },
@@ -165,8 +168,8 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
         Command::Task(cmd) => task::run(&out, cmd)?,
         Command::Workflow(cmd) => workflow::run(&out, cmd)?,
         Command::Memory(cmd) => memory::run(&out, cmd)?,
-        Command::Agents { command } => {
-            agents::run(&out, command.unwrap_or(AgentsCommand::List { all: false }))?
+        Command::Agents { all, command } => {
+            agents::run(&out, command.unwrap_or(AgentsCommand::List { all }))?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -48,6 +48,7 @@ fn print_status(v: &Status) {
             branch: None,
             merge_status: None,
             last_output: None,
+            state: None,
         })
         .collect();
     print_agents(&rows);

@@ -41,6 +41,25 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     pub agents: AgentSettings,
     pub memory: crate::memory::MemorySettings,
+    pub guardian: GuardianSettings,
+}
+
+/// `[guardian]`: how agents are watched.
+#[derive(Debug, Clone)]
+pub struct GuardianSettings {
+    pub enabled: bool,
+    /// How often every agent's terminal is read.
+    pub poll_ms: u64,
+    /// A project's own screen rules, `<cli>.toml` each, replacing the shipped ones.
+    pub rules_dir: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardianFile {
+    enabled: Option<bool>,
+    poll_ms: Option<u64>,
+    rules_dir: Option<PathBuf>,
 }
 
 /// Keys accepted in `hephaestus.toml`; unknown keys are an error so typos do not pass silently.
@@ -55,6 +74,7 @@ struct FileConfig {
     workflows_dir: Option<PathBuf>,
     agents: Option<AgentsFile>,
     memory: Option<MemoryFile>,
+    guardian: Option<GuardianFile>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -153,6 +173,17 @@ impl Config {
         };
 
         let memory = memory::resolve(file.memory.unwrap_or_default(), env)?;
+        let guardian = {
+            let g = file.guardian.unwrap_or_default();
+            GuardianSettings {
+                enabled: g.enabled.unwrap_or(true),
+                poll_ms: g.poll_ms.unwrap_or(500).max(100),
+                rules_dir: absolute(
+                    &project_root,
+                    &g.rules_dir.unwrap_or_else(|| PathBuf::from("screen_rules")),
+                ),
+            }
+        };
         let agents = agents::resolve(
             file.agents.unwrap_or_default(),
             env,
@@ -163,6 +194,7 @@ impl Config {
 
         Ok(Config {
             memory,
+            guardian,
             agents,
             project_root,
             data_dir,

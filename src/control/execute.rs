@@ -34,6 +34,7 @@ pub(super) async fn execute(state: &Shared, req: Request) -> Answer {
         | Request::WorkflowShow { .. } => workflows(state, req),
         Request::AgentList { .. }
         | Request::AgentShow { .. }
+        | Request::AgentExplain { .. }
         | Request::AgentKill { .. }
         | Request::AgentSend { .. }
         | Request::AgentGc
@@ -174,6 +175,7 @@ async fn agents(state: &Shared, req: Request) -> Answer {
             let rt = crate::agents::resolve_agent(store, &id).map_err(refused)?;
             answer(AgentDetail {
                 events: store.agent_events(&rt.agent_id)?,
+                state: state.seen.get(&rt.agent_id),
                 id: rt.agent_id,
                 status: rt.status,
                 task_id: rt.task_id,
@@ -183,6 +185,7 @@ async fn agents(state: &Shared, req: Request) -> Answer {
                 branch: rt.branch,
             })
         }
+        Request::AgentExplain { id } => answer(explain(state, &id).await?),
         Request::AgentKill { id } => answer(handle(state)?.kill(&id).await.map_err(refused)?),
         Request::AgentSend { id, text } => {
             answer(handle(state)?.send(&id, &text).await.map_err(refused)?)
@@ -232,10 +235,62 @@ async fn agent_rows(state: &Shared, all: bool) -> Result<Vec<AgentRow>, OpError>
             branch: rt.and_then(|r| r.branch.clone()),
             merge_status: rt.and_then(|r| r.merge_status),
             last_output,
+            state: state.seen.get(&agent.id),
             agent,
         });
     }
     Ok(rows)
+}
+
+/// Reads the agent's screen now with its CLI's rules, the way the guardian does.
+async fn explain(state: &Shared, id: &str) -> Result<super::replies::Explained, OpError> {
+    use crate::guardian::screen::{self, Look, Rules};
+    let rt = crate::agents::resolve_agent(&state.store, id).map_err(refused)?;
+    let session = rt
+        .tmux_session
+        .clone()
+        .filter(|_| rt.status != AgentStatus::Terminated)
+        .ok_or_else(|| OpError::Invalid(format!("agent {} is not running", rt.agent_id)))?;
+    let terminal = crate::agents::terminal::Terminal::new(crate::agents::tmux::Tmux::new(
+        state.config.agents.tmux_socket.clone(),
+    ));
+    let glance = terminal.look(&session).await.unwrap_or_default();
+    let cli = rt.cli_type.clone().unwrap_or_else(|| "custom".into());
+    let rules_dir = state.config.guardian.rules_dir.clone();
+    let c = cli.clone();
+    let rules = tokio::task::spawn_blocking(move || Rules::load(&c, Some(&rules_dir)))
+        .await
+        .map_err(|e| OpError::Internal(e.into()))?
+        .map_err(refused)?;
+    let seen = state.seen.get(&rt.agent_id);
+    let now = crate::time::now_ms();
+    let unchanged_ms = seen.as_ref().map(|s| now - s.screen_changed_ms);
+    let delivered = store_delivered(state, &rt.agent_id);
+    let reading = screen::read(
+        &rules,
+        &Look {
+            screen: &glance.screen,
+            title: &glance.title,
+            alive: glance.alive,
+            unchanged_for: std::time::Duration::from_millis(unchanged_ms.unwrap_or(0).max(0) as u64),
+            delivered,
+        },
+    );
+    Ok(super::replies::Explained {
+        agent_id: rt.agent_id,
+        cli,
+        reading,
+        unchanged_ms,
+        screen: glance.screen,
+    })
+}
+
+fn store_delivered(state: &Shared, agent_id: &str) -> bool {
+    state.store.agent_events(agent_id).is_ok_and(|events| {
+        events
+            .iter()
+            .any(|e| e.kind == crate::states::EventKind::PromptDelivered)
+    })
 }
 
 /// Runs blocking memory work (it embeds, or talks to a vector store) off the reactor thread.

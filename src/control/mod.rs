@@ -83,6 +83,10 @@ pub enum Request {
     AgentShow {
         id: String,
     },
+    /// How the guardian reads an agent's screen now, and which rule says so.
+    AgentExplain {
+        id: String,
+    },
     /// Stops an agent; its task fails and its work stays on its branch.
     AgentKill {
         id: String,

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guardian::screen::Reading;
+use crate::guardian::seen::Sighting;
 use crate::memory::MemoryStatus;
 use crate::states::{MemoryType, MergeStatus};
 use crate::store::AgentEvent;
@@ -59,6 +61,9 @@ pub struct AgentRow {
     pub merge_status: Option<MergeStatus>,
     /// The last line its terminal shows.
     pub last_output: Option<String>,
+    /// What the guardian last read of it: its state, since when, and which rule said so.
+    #[serde(default)]
+    pub state: Option<Sighting>,
 }
 
 /// One agent with where it runs and its event log.
@@ -72,6 +77,20 @@ pub struct AgentDetail {
     pub worktree: Option<String>,
     pub branch: Option<String>,
     pub events: Vec<AgentEvent>,
+    #[serde(default)]
+    pub state: Option<Sighting>,
+}
+
+/// How the guardian reads an agent's screen right now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Explained {
+    pub agent_id: String,
+    pub cli: String,
+    pub reading: Reading,
+    /// How long the screen had not changed, as the guardian last saw it.
+    pub unchanged_ms: Option<i64>,
+    /// The screen that was read.
+    pub screen: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
