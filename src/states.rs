@@ -219,6 +219,10 @@ text_enum! {
         TaskStatus = "task_status",
         /// The guardian saw its state change (the message names the rule that said so).
         StateChanged = "state_changed",
+        /// A reminder was typed in: its turn ended without a report.
+        Nudged = "nudged",
+        /// Reminders did not help: it is marked stuck (and, per `guardian.on_stuck`, ended).
+        Stuck = "stuck",
     }
     what = "event kind";
 }

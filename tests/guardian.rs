@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use common::Coordinator;
 use common::agent_cli::TmuxServer;
-use common::scripted::{agent_project_with_flags, create, events_with_detail, wait_until};
+use common::scripted::{
+    agent_project_with, agent_project_with_flags, create, events_with_detail, wait_done_and_merged,
+    wait_until,
+};
 
 /// Rules for the scripted agent, as a project keeps them in `screen_rules/custom.toml`.
 const RULES: &str = r#"
@@ -122,5 +125,81 @@ fn a_bad_rules_file_is_refused_with_its_path() {
     assert!(
         err.contains(&bad.display().to_string()) && err.contains("matches everything"),
         "{err}"
+    );
+}
+
+fn with_rules(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir.join("screen_rules")).unwrap();
+    std::fs::write(dir.join("screen_rules/custom.toml"), RULES).unwrap();
+}
+
+/// An agent idle at its prompt without reporting is reminded; it reports, and its task is
+/// done and merged.
+#[test]
+fn an_agent_reminded_to_report_reports_and_its_work_is_merged() {
+    let (dir, _worktrees) =
+        agent_project_with("--forget-to-report", "\n[guardian]\nidle_nudge_secs = 2\n");
+    with_rules(dir.path());
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let _tmux = TmuxServer::of(&coord);
+    let id = create(&coord, "WRITE reminded.txt: reported late", &[]);
+    wait_done_and_merged(&coord, &id);
+    let t = coord.cli(&["task", "show", &id]);
+    assert!(
+        t["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("reported after a reminder")),
+        "{t}"
+    );
+    let nudges: Vec<String> = events_with_detail(dir.path())
+        .into_iter()
+        .filter(|(_, k, _)| k == "nudged")
+        .map(|(_, _, m)| m)
+        .collect();
+    assert_eq!(nudges, ["reminded to report its task; it acted on it"]);
+}
+
+/// Reminders that do not help: the agent is marked stuck, and with `on_stuck = "fail"` ended,
+/// its work kept on its branch and its task failed with the reason.
+#[test]
+fn an_agent_that_ignores_its_reminders_is_stuck_and_ended_as_configured() {
+    let (dir, _worktrees) = agent_project_with(
+        "--forget-to-report --ignore-reminders",
+        "delivery_timeout_secs = 2\n[guardian]\nidle_nudge_secs = 2\nmax_nudges = 1\non_stuck = \"fail\"\n",
+    );
+    with_rules(dir.path());
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let _tmux = TmuxServer::of(&coord);
+    let id = create(&coord, "WRITE ignored.txt: never reported", &[]);
+    wait_until("the task failed", Duration::from_secs(60), || {
+        coord.cli(&["task", "show", &id])["status"] == "failed"
+    });
+    let t = coord.cli(&["task", "show", &id]);
+    assert!(
+        t["failure_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("stopped working without reporting the task")),
+        "{t}"
+    );
+    let kinds: Vec<(String, String)> = events_with_detail(dir.path())
+        .into_iter()
+        .filter(|(_, k, _)| k == "nudged" || k == "stuck")
+        .map(|(_, k, m)| (k, m))
+        .collect();
+    assert_eq!(
+        kinds.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["nudged", "stuck", "stuck"],
+        "one reminder, marked stuck, ended: {kinds:?}"
+    );
+    assert_eq!(
+        kinds[0].1,
+        "reminded to report its task; it did not act on it"
+    );
+    // The work is kept on the agent's branch.
+    let agent = t["assigned_agent_id"].as_str().unwrap();
+    let branch = format!("hephaestus/agent-{}", &agent[..8]);
+    assert_eq!(
+        common::git(dir.path(), &["show", &format!("{branch}:ignored.txt")]),
+        "never reported\n"
     );
 }

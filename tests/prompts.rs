@@ -14,7 +14,8 @@ fn every_prompt_file_is_embedded() {
             "agent_system.md",
             "agent_task.md",
             "conflict_task.md",
-            "mcp_instructions.md"
+            "mcp_instructions.md",
+            "nudge_report.md"
         ],
         "embed new prompt files where they are used"
     );
@@ -30,6 +31,10 @@ fn every_prompt_file_is_embedded() {
     assert_eq!(
         read("conflict_task.md"),
         hephaestus::agents::prompt::CONFLICT_TASK
+    );
+    assert_eq!(
+        read("nudge_report.md"),
+        hephaestus::agents::prompt::NUDGE_REPORT
     );
     let text = std::fs::read_to_string(dir.join("mcp_instructions.md")).unwrap();
     assert_eq!(text, hephaestus::mcp::INSTRUCTIONS);

@@ -22,6 +22,16 @@ impl AgentManager {
                 Command::Send { agent, text, reply } => {
                     let _ = reply.send(me.send(&agent, &text).await);
                 }
+                Command::Nudge { agent, text, reply } => {
+                    let _ = reply.send(me.nudge(&agent, &text).await);
+                }
+                Command::EndStuck {
+                    agent,
+                    requeue,
+                    reply,
+                } => {
+                    let _ = reply.send(me.end_stuck(&agent, requeue).await);
+                }
                 Command::Gc { reply } => {
                     let _ = reply.send(me.gc().await);
                 }
@@ -53,6 +63,68 @@ impl AgentManager {
             (Some(b), None) => format!("stopped agent {}; its branch {b} is kept", rt.agent_id),
             _ => format!("stopped agent {}", rt.agent_id),
         })
+    }
+
+    /// Types a reminder and confirms the agent acted on it by a tool call, pressing Enter once
+    /// more if it did not; whether it acted is in the log either way.
+    async fn nudge(&self, agent_id: &str, text: &str) -> Result<bool> {
+        let rt = self.state.store.agent_runtime(agent_id)?;
+        let Some(session) = rt.tmux_session.clone() else {
+            bail!("agent {agent_id} has no terminal");
+        };
+        if !self.claim_busy(agent_id) {
+            bail!("agent {agent_id} is starting or finishing right now");
+        }
+        let acted = self.type_and_confirm(agent_id, &session, text).await;
+        self.set_busy(agent_id, false);
+        let acted = acted?;
+        self.state.events.record(
+            agent_id,
+            rt.task_id.as_deref(),
+            EventKind::Nudged,
+            if acted {
+                "reminded to report its task; it acted on it"
+            } else {
+                "reminded to report its task; it did not act on it"
+            },
+        )?;
+        Ok(acted)
+    }
+
+    async fn type_and_confirm(&self, agent_id: &str, session: &str, text: &str) -> Result<bool> {
+        let scratch = self.agent_dir(agent_id).join("paste.txt");
+        let timeout =
+            std::time::Duration::from_secs(self.state.config.agents.delivery_timeout_secs);
+        let before = self.progress.tool_calls(agent_id);
+        self.terminal.send_line(session, text, &scratch).await?;
+        for attempt in 0..2 {
+            if attempt > 0 {
+                self.terminal.press(session, "Enter").await?;
+            }
+            let waited = self
+                .wait_on_agent(session, timeout, |p| p.tool_calls(agent_id) > before)
+                .await?;
+            match waited {
+                super::delivery::Waited::Met => return Ok(true),
+                super::delivery::Waited::Exited => return Ok(false),
+                super::delivery::Waited::TimedOut => {}
+            }
+        }
+        Ok(false)
+    }
+
+    /// Ends an agent the guardian found stuck, as `guardian.on_stuck` says.
+    async fn end_stuck(&self, agent_id: &str, requeue: bool) -> Result<()> {
+        let rt = self.state.store.agent_runtime(agent_id)?;
+        if rt.status == AgentStatus::Terminated {
+            return Ok(());
+        }
+        if !self.claim_busy(agent_id) {
+            bail!("agent {agent_id} is starting or finishing right now");
+        }
+        let ended = self.teardown(&rt, Ending::Stuck { requeue }).await;
+        self.set_busy(agent_id, false);
+        ended.map(drop)
     }
 
     /// Types a person's message into an agent's terminal.

@@ -31,6 +31,20 @@ pub enum Command {
         text: String,
         reply: oneshot::Sender<Result<String>>,
     },
+    /// Type a reminder into an agent's terminal and confirm it acted on it (made a tool call);
+    /// the answer says whether it did. `agent` is the full id.
+    Nudge {
+        agent: String,
+        text: String,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    /// End a stuck agent: its work stays on its branch, its task goes to a new agent
+    /// (`requeue`) or fails.
+    EndStuck {
+        agent: String,
+        requeue: bool,
+        reply: oneshot::Sender<Result<()>>,
+    },
     /// Remove sessions, worktrees and dirs no live agent owns.
     Gc {
         reply: oneshot::Sender<Result<GcReport>>,
@@ -106,6 +120,24 @@ impl AgentsHandle {
         self.ask(|reply| Command::Send {
             agent: agent.to_string(),
             text: text.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn nudge(&self, agent: &str, text: &str) -> Result<bool> {
+        self.ask(|reply| Command::Nudge {
+            agent: agent.to_string(),
+            text: text.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn end_stuck(&self, agent: &str, requeue: bool) -> Result<()> {
+        self.ask(|reply| Command::EndStuck {
+            agent: agent.to_string(),
+            requeue,
             reply,
         })
         .await

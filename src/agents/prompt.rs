@@ -10,6 +10,8 @@ use anyhow::{Result, anyhow, bail};
 pub const AGENT_SYSTEM: &str = include_str!("../../prompts/agent_system.md");
 /// The first message: the task and its context.
 pub const AGENT_TASK: &str = include_str!("../../prompts/agent_task.md");
+/// The reminder typed into an agent whose turn ended without a report on its task.
+pub const NUDGE_REPORT: &str = include_str!("../../prompts/nudge_report.md");
 /// The follow-up task queued when an agent's work conflicts with the base branch.
 pub const CONFLICT_TASK: &str = include_str!("../../prompts/conflict_task.md");
 

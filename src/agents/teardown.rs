@@ -22,6 +22,9 @@ pub(super) enum Ending<'a> {
     Killed,
     /// Its launch failed; `retry` when the cause was not the task's.
     LaunchFailed { reason: &'a str, retry: bool },
+    /// It stopped without reporting its task and reminders did not help: its task goes to a
+    /// new agent (`requeue`, under `max_attempts`) or fails.
+    Stuck { requeue: bool },
 }
 
 /// What is left of an ended agent's work.
@@ -34,7 +37,7 @@ impl AgentManager {
     pub(super) async fn teardown(&self, rt: &AgentRuntime, ending: Ending<'_>) -> Result<Ended> {
         let store = &self.state.store;
         let agent = rt.agent_id.as_str();
-        if matches!(ending, Ending::Died | Ending::Killed) {
+        if matches!(ending, Ending::Died | Ending::Killed | Ending::Stuck { .. }) {
             // It reported its task ended just before it was stopped or found dead: its report
             // stands, and a done task's work is merged, not abandoned.
             if let Some(task) = self.reported_task(agent) {
@@ -92,6 +95,25 @@ impl AgentManager {
                     }
                     None => format!("agents stopped before finishing this task {max} times"),
                 });
+            }
+            (Ending::Stuck { requeue: true }, Some(task)) => {
+                if let Some(c) = &commit {
+                    let _ = store.set_task_base_ref(task, c);
+                }
+                let fate = policy::after_unfinished(attempts(), max);
+                self.settle_unfinished(task, fate, |attempt, max| match attempt {
+                    Some(a) => format!(
+                        "agent {agent} stopped working without reporting the task, and reminders did not help (attempt {a} of {max})"
+                    ),
+                    None => format!("agents stopped working without reporting this task {max} times"),
+                });
+            }
+            (Ending::Stuck { requeue: false }, Some(task)) => {
+                let _ = services::tasks::fail(
+                    &self.state,
+                    task,
+                    "the agent stopped working without reporting the task, and reminders did not help",
+                );
             }
             (Ending::Killed, Some(task)) => {
                 let _ = services::tasks::fail(
@@ -162,6 +184,11 @@ impl AgentManager {
                 EventKind::Killed,
                 "stopped by a person".to_string(),
                 "[hephaestus] work of an agent stopped by a person".to_string(),
+            ),
+            Ending::Stuck { .. } => (
+                EventKind::Stuck,
+                "ended: it stopped working without reporting its task".to_string(),
+                "[hephaestus] work of an agent that stopped without reporting".to_string(),
             ),
             Ending::LaunchFailed { reason, .. } => (
                 EventKind::LaunchFailed,

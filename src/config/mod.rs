@@ -52,6 +52,25 @@ pub struct GuardianSettings {
     pub poll_ms: u64,
     /// A project's own screen rules, `<cli>.toml` each, replacing the shipped ones.
     pub rules_dir: PathBuf,
+    /// An agent idle this long after its task was handed over, without a report, is reminded.
+    pub idle_nudge_secs: u64,
+    /// Reminders before the agent is marked stuck.
+    pub max_nudges: u32,
+    /// What then becomes of its task.
+    pub on_stuck: OnStuck,
+}
+
+/// What becomes of a stuck agent's task (`guardian.on_stuck`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStuck {
+    /// Leave it to a person: status and the agent's log say it is stuck.
+    Wait,
+    /// End the agent, keep its work on its branch, and give the task to a new agent (under
+    /// `agents.max_attempts`).
+    Requeue,
+    /// End the agent, keep its work on its branch, and fail the task.
+    Fail,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +79,9 @@ struct GuardianFile {
     enabled: Option<bool>,
     poll_ms: Option<u64>,
     rules_dir: Option<PathBuf>,
+    idle_nudge_secs: Option<u64>,
+    max_nudges: Option<u32>,
+    on_stuck: Option<OnStuck>,
 }
 
 /// Keys accepted in `hephaestus.toml`; unknown keys are an error so typos do not pass silently.
@@ -182,6 +204,9 @@ impl Config {
                     &project_root,
                     &g.rules_dir.unwrap_or_else(|| PathBuf::from("screen_rules")),
                 ),
+                idle_nudge_secs: g.idle_nudge_secs.unwrap_or(20).max(1),
+                max_nudges: g.max_nudges.unwrap_or(2),
+                on_stuck: g.on_stuck.unwrap_or(OnStuck::Wait),
             }
         };
         let agents = agents::resolve(

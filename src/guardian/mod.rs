@@ -4,29 +4,41 @@
 //! change in the agent's log, which puts it on the bus. What it last read is shared with the
 //! front ends (`seen.rs`).
 //!
-//! It reads through `agents/terminal.rs` and changes nothing of the agents yet: nudging and
-//! answering go through the agents' handle.
+//! An agent idle at its prompt after its task was handed over, with no report, is reminded
+//! (`prompts/nudge_report.md`, typed and confirmed through the agents' handle) every
+//! `guardian.idle_nudge_secs`; after `guardian.max_nudges` reminders it is marked stuck, and
+//! ended as `guardian.on_stuck` says. It reads through `agents/terminal.rs` and acts only through
+//! the handle.
 
 pub mod screen;
 pub mod seen;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::terminal::Terminal;
+use crate::config::OnStuck;
 use crate::events::Event;
 use crate::state::Shared;
-use crate::states::EventKind;
+use crate::states::{AgentState, EventKind};
 use screen::{Look, Rules};
 
 /// What the guardian remembers of one agent between polls.
 struct Watched {
     screen_hash: u64,
     screen_changed_ms: i64,
+    /// Reminders typed for its task, and when the last one was.
+    nudges: u32,
+    last_nudge_ms: i64,
+    /// A reminder is being typed right now.
+    nudging: Arc<AtomicBool>,
+    stuck: bool,
 }
 
 pub struct Guardian {
@@ -131,6 +143,10 @@ impl Guardian {
             let watched = self.watched.entry(rt.agent_id.clone()).or_insert(Watched {
                 screen_hash: hash,
                 screen_changed_ms: now,
+                nudges: 0,
+                last_nudge_ms: 0,
+                nudging: Arc::new(AtomicBool::new(false)),
+                stuck: false,
             });
             if watched.screen_hash != hash {
                 watched.screen_hash = hash;
@@ -162,6 +178,93 @@ impl Guardian {
                     &message,
                 );
             }
+            if let Some(task_id) = rt.task_id.as_deref().filter(|_| delivered) {
+                self.unstick(&rt.agent_id, task_id, now);
+            }
         }
+    }
+
+    /// An agent idle without a report for long enough is reminded, and after the last
+    /// reminder marked stuck (and ended, as `guardian.on_stuck` says).
+    fn unstick(&mut self, agent_id: &str, task_id: &str, now: i64) {
+        let settings = self.state.config.guardian.clone();
+        let Some(seen) = self.state.seen.get(agent_id) else {
+            return;
+        };
+        let Some(watched) = self.watched.get_mut(agent_id) else {
+            return;
+        };
+        let wait_ms = settings.idle_nudge_secs as i64 * 1000;
+        if seen.reading.state != AgentState::Idle
+            || watched.stuck
+            || watched.nudging.load(Ordering::SeqCst)
+            || now - seen.since_ms < wait_ms
+            || now - watched.last_nudge_ms < wait_ms
+        {
+            return;
+        }
+        let Some(agents) = self.state.agents.clone() else {
+            return;
+        };
+        let Ok(task) = self.state.store.get_task(task_id) else {
+            return;
+        };
+        if !task.status.is_active() {
+            return; // reported meanwhile; the manager finishes it
+        }
+        if watched.nudges < settings.max_nudges {
+            watched.nudges += 1;
+            watched.last_nudge_ms = now;
+            let values = HashMap::from([
+                ("task_id", task.id.clone()),
+                ("status", task.status.as_str().to_string()),
+            ]);
+            let text =
+                match crate::agents::prompt::render(crate::agents::prompt::NUDGE_REPORT, &values) {
+                    Ok(t) => t.trim_end().to_string(),
+                    Err(e) => {
+                        tracing::error!("the reminder template: {e:#}");
+                        return;
+                    }
+                };
+            let (agent, busy) = (agent_id.to_string(), watched.nudging.clone());
+            busy.store(true, Ordering::SeqCst);
+            tracing::info!(agent = %agent, task = %task.id, nudge = watched.nudges, "reminding an idle agent to report its task");
+            tokio::spawn(async move {
+                if let Err(e) = agents.nudge(&agent, &text).await {
+                    tracing::warn!(agent = %agent, "cannot remind the agent: {e:#}");
+                }
+                busy.store(false, Ordering::SeqCst);
+            });
+            return;
+        }
+        watched.stuck = true;
+        let _ = self.state.store.mark_stuck(agent_id);
+        let _ = self.state.events.record(
+            agent_id,
+            Some(task_id),
+            EventKind::Stuck,
+            &format!(
+                "idle without reporting its task; {} reminder(s) did not help",
+                watched.nudges
+            ),
+        );
+        tracing::warn!(
+            agent = agent_id,
+            task = task_id,
+            "agent stuck: idle without reporting its task after {} reminder(s)",
+            watched.nudges
+        );
+        let requeue = match settings.on_stuck {
+            OnStuck::Wait => return,
+            OnStuck::Requeue => true,
+            OnStuck::Fail => false,
+        };
+        let agent = agent_id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = agents.end_stuck(&agent, requeue).await {
+                tracing::warn!(agent = %agent, "cannot end the stuck agent: {e:#}");
+            }
+        });
     }
 }

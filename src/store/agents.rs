@@ -162,6 +162,16 @@ impl Store {
     }
 
     /// Marks an agent terminated (its connection ended for good, or a person stopped it).
+    /// Marks a working agent stuck (it stopped without reporting, and reminders did not help);
+    /// false when it was not working.
+    pub fn mark_stuck(&self, id: &str) -> OpResult<bool> {
+        let changed = self.lock().execute(
+            "UPDATE agents SET status = 'stuck' WHERE id = ?1 AND status = 'working'",
+            params![id],
+        )?;
+        Ok(changed == 1)
+    }
+
     pub fn terminate_agent(&self, id: &str) -> OpResult<()> {
         let now = now_ms();
         self.lock().execute(
