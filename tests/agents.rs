@@ -513,11 +513,10 @@ fn people_can_watch_message_stop_and_clean_up_agents() {
     let agent_id = agent["id"].as_str().unwrap().to_string();
     assert_eq!(agent["current_task_id"], serde_json::json!(id));
     assert_eq!(agent["status"], "working");
+    // The pane's last line: the agent may already have moved on from the message to the work.
+    let last = agent["last_output"].as_str().unwrap();
     assert!(
-        agent["last_output"]
-            .as_str()
-            .unwrap()
-            .starts_with("received a first message of"),
+        last.starts_with("received a first message of") || last == "working: sleeping 60 s",
         "{agent}"
     );
 
