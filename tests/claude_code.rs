@@ -12,6 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,17 +63,43 @@ impl Log {
     }
 }
 
+/// How the stand-in "model" goes about the task.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// Reads the task, writes the note, reports it done.
+    Reports,
+    /// Thinks for `HOLD` over its first step, writes the note, then ends its turn without
+    /// reporting; it reports only once reminded.
+    ForgetsToReport,
+}
+
+/// How long a `ForgetsToReport` model thinks over its first step: the pane shows it working.
+const HOLD: Duration = Duration::from_secs(8);
+
+/// Words of the guardian's reminder (`prompts/nudge_report.md`).
+const REMINDER: &str = "Hephaestus has not heard how it went";
+
+/// Where a scripted conversation is, for the test to wait on.
+#[derive(Default)]
+struct Progress {
+    thinking: AtomicBool,
+    ended_turn_unreported: AtomicBool,
+    reminded: AtomicBool,
+}
+
 struct StandIn {
     url: String,
     log: Log,
+    progress: Arc<Progress>,
 }
 
 impl StandIn {
-    fn start() -> StandIn {
+    fn start(behaviour: Behaviour) -> StandIn {
         let log = Log::default();
-        let l = log.clone();
+        let progress = Arc::new(Progress::default());
+        let (l, p) = (log.clone(), progress.clone());
         let addr = agent_cli::accept_each(move |stream| {
-            if let Err(e) = serve_connection(stream, &l) {
+            if let Err(e) = serve_connection(stream, &l, behaviour, &p) {
                 l.push(Seen {
                     line: format!("(connection error: {e})"),
                     tool_results: Vec::new(),
@@ -82,13 +109,19 @@ impl StandIn {
         StandIn {
             url: format!("http://{addr}"),
             log,
+            progress,
         }
     }
 }
 
 /// One request per connection (answered with `Connection: close`): simple, and every HTTP client
 /// copes with it.
-fn serve_connection(stream: TcpStream, log: &Log) -> std::io::Result<()> {
+fn serve_connection(
+    stream: TcpStream,
+    log: &Log,
+    behaviour: Behaviour,
+    progress: &Progress,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -99,7 +132,7 @@ fn serve_connection(stream: TcpStream, log: &Log) -> std::io::Result<()> {
     let (status, content_type, body, seen) = match (req.method.as_str(), route) {
         ("POST", "/v1/messages") => {
             let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-            let (answer, mut seen) = messages(&body);
+            let (answer, mut seen) = messages(&body, behaviour, progress);
             seen.line = format!("{} {} {}", req.method, req.path, seen.line);
             if body["stream"] == true {
                 let model = body["model"].as_str().unwrap_or("claude-stand-in");
@@ -266,7 +299,7 @@ fn sse(model: &str, answer: &Answer) -> String {
 
 /// The script. The conversation itself is the state: the next step follows from the last tool
 /// the "model" used, so a retried request gets the same answer.
-fn messages(body: &Value) -> (Answer, Seen) {
+fn messages(body: &Value, behaviour: Behaviour, progress: &Progress) -> (Answer, Seen) {
     let tools: Vec<&str> = body["tools"]
         .as_array()
         .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
@@ -355,7 +388,38 @@ fn messages(body: &Value) -> (Answer, Seen) {
         UPDATE_STATUS.to_string(),
         json!({"status": "done", "summary": SUMMARY}),
     );
+    let reminded = msgs
+        .iter()
+        .any(|m| m["role"] == "user" && agent_cli::content_text(&m["content"]).contains(REMINDER));
+    if behaviour == Behaviour::ForgetsToReport && last_tool.is_none() {
+        progress.thinking.store(true, Ordering::SeqCst);
+        std::thread::sleep(HOLD);
+        progress.thinking.store(false, Ordering::SeqCst);
+    }
     let answer = match last_tool.as_deref() {
+        Some(t) if behaviour == Behaviour::ForgetsToReport && t != UPDATE_STATUS => {
+            if reminded {
+                progress.reminded.store(true, Ordering::SeqCst);
+                Answer {
+                    id: next_id(),
+                    text: "Right, reporting it now.".into(),
+                    tool: Some(done),
+                }
+            } else if t == GET_TASK {
+                Answer {
+                    id: next_id(),
+                    text: "Leaving a note in my worktree.".into(),
+                    tool: write,
+                }
+            } else {
+                progress.ended_turn_unreported.store(true, Ordering::SeqCst);
+                Answer {
+                    id: next_id(),
+                    text: "The note is written.".into(),
+                    tool: None,
+                }
+            }
+        }
         None => Answer {
             id: next_id(),
             text: "I will read my task first.".into(),
@@ -417,19 +481,16 @@ impl Drop for OnFailure<'_> {
     }
 }
 
-#[test]
-fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
-    let Some(claude) = agent_cli::pinned_cli_or_skip("claude", "Claude Code") else {
-        return;
-    };
-    let started = Instant::now();
-
-    let stand_in = StandIn::start();
-    let dir = agent_cli::agent_project("cli = \"claude\"", "");
+/// A project whose agents are Claude Code, and its coordinator, with a fresh HOME (nothing of
+/// the developer's own Claude Code set-up is read), the stand-in's URL and a key; `tables` go
+/// into `hephaestus.toml`.
+fn start(
+    claude: &std::path::Path,
+    stand_in: &StandIn,
+    tables: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, Coordinator) {
+    let dir = agent_cli::agent_project("cli = \"claude\"", tables);
     let home = tempfile::tempdir().unwrap();
-
-    // A fresh HOME (nothing of the developer's own Claude Code set-up is read), the stand-in's
-    // URL and a key.
     let home_dir = home.path().display().to_string();
     let coord = agent_cli::start_coordinator(
         dir.path(),
@@ -446,6 +507,18 @@ fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
             ("DISABLE_AUTOUPDATER", "1"),
         ],
     );
+    (dir, home, coord)
+}
+
+#[test]
+fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
+    let Some(claude) = agent_cli::pinned_cli_or_skip("claude", "Claude Code") else {
+        return;
+    };
+    let started = Instant::now();
+
+    let stand_in = StandIn::start(Behaviour::Reports);
+    let (dir, _home, coord) = start(&claude, &stand_in, "");
     let tmux = TmuxServer::of(&coord);
     let _on_failure = OnFailure {
         log: stand_in.log.clone(),
@@ -496,4 +569,91 @@ fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
         started.elapsed().as_secs_f64()
     );
     stand_in.log.print();
+}
+
+/// The managed agent's id and the state the guardian reads for it.
+fn agent_state(coord: &Coordinator) -> Option<(String, String)> {
+    let agents = coord.cli(&["agents"]);
+    let a = agents.as_array()?.iter().find(|a| a["kind"] == "managed")?;
+    Some((
+        a["id"].as_str()?.to_string(),
+        a["state"]["state"].as_str()?.to_string(),
+    ))
+}
+
+/// The guardian on the real Claude Code pane: working while the model thinks, idle once the
+/// turn ends without a report, then a reminder typed in, which the model acts on: the task is
+/// done and merged. With `HEPHAESTUS_CAPTURE_PANES=1` the panes become the guardian's fixtures.
+#[test]
+fn claude_code_that_ends_its_turn_without_reporting_is_seen_idle_and_reminded() {
+    let Some(claude) = agent_cli::pinned_cli_or_skip("claude", "Claude Code") else {
+        return;
+    };
+    let stand_in = StandIn::start(Behaviour::ForgetsToReport);
+    let (dir, _home, coord) = start(&claude, &stand_in, "[guardian]\nidle_nudge_secs = 6\n");
+    let tmux = TmuxServer::of(&coord);
+    let _on_failure = OnFailure {
+        log: stand_in.log.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+    let mut panes = agent_cli::PaneFixtures::new("claude", &claude, &tmux);
+    let id = coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team in CLAUDE_WAS_HERE.md",
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let progress = &stand_in.progress;
+    wait_for("the model thinking", Duration::from_secs(120), || {
+        progress.thinking.load(Ordering::SeqCst)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    panes.capture("working", "working", false);
+    let states = || agent_state(&coord).map(|(_, s)| s).unwrap_or_default();
+    assert_eq!(states(), "working", "while the model thinks");
+
+    wait_for("the turn ended unreported", Duration::from_secs(60), || {
+        progress.ended_turn_unreported.load(Ordering::SeqCst)
+    });
+    wait_for("the agent seen idle", Duration::from_secs(20), || {
+        states() == "idle"
+    });
+    panes.capture("idle", "idle", true);
+    // The model never reported anything: the task is still only assigned.
+    assert_eq!(coord.cli(&["task", "show", &id])["status"], "assigned");
+
+    wait_for("the task done", Duration::from_secs(120), || {
+        coord.cli(&["task", "show", &id])["status"] == "done"
+    });
+    assert!(progress.reminded.load(Ordering::SeqCst));
+    let events: Vec<(String, String)> = common::scripted::events_with_detail(dir.path())
+        .into_iter()
+        .map(|(_, k, m)| (k, m))
+        .collect();
+    let nudges: Vec<&String> = events
+        .iter()
+        .filter(|(k, _)| k == "nudged")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(nudges, ["reminded to report its task; it acted on it"]);
+    assert!(
+        events
+            .iter()
+            .any(|(k, m)| k == "state_changed" && m.starts_with("idle (")),
+        "{events:?}"
+    );
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -449,3 +449,137 @@ pub fn content_text(v: &serde_json::Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// Real panes for the guardian's fixtures (`tests/fixtures/panes/<cli>/`), captured the way the
+/// guardian looks at a pane (title, then `capture-pane -p -J`). Written only when
+/// `HEPHAESTUS_CAPTURE_PANES=1` (after a pin in `.ci/run` moves), so a normal run never rewrites
+/// them; the unit test in `tests/pane_fixtures.rs` then says whether the shipped rules still
+/// read them right.
+pub struct PaneFixtures {
+    cli: String,
+    version: String,
+    tmux_socket: String,
+    saved: Vec<SavedPane>,
+}
+
+struct SavedPane {
+    name: String,
+    state: String,
+    still: bool,
+    title: String,
+    screen: String,
+}
+
+impl PaneFixtures {
+    pub fn new(cli: &str, path: &Path, tmux: &TmuxServer) -> PaneFixtures {
+        let out = Command::new(path).arg("--version").output().unwrap();
+        PaneFixtures {
+            cli: cli.to_string(),
+            version: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            tmux_socket: tmux.0.clone(),
+            saved: Vec::new(),
+        }
+    }
+
+    fn capturing() -> bool {
+        std::env::var_os("HEPHAESTUS_CAPTURE_PANES").is_some_and(|v| v == "1")
+    }
+
+    /// The agent's pane now, kept as `<name>.txt` with the state it shows (`still`: whether the
+    /// screen was unchanged when taken, as the guardian would see it).
+    pub fn capture(&mut self, name: &str, state: &str, still: bool) {
+        if !Self::capturing() {
+            return;
+        }
+        let sessions = Command::new("tmux")
+            .args([
+                "-L",
+                &self.tmux_socket,
+                "list-sessions",
+                "-F",
+                "#{session_name}",
+            ])
+            .output()
+            .unwrap();
+        let sessions = String::from_utf8_lossy(&sessions.stdout).to_string();
+        let session = sessions
+            .lines()
+            .find(|s| s.starts_with("hep-"))
+            .expect("an agent session to capture");
+        let pane = format!("={session}:");
+        let title = Command::new("tmux")
+            .args([
+                "-L",
+                &self.tmux_socket,
+                "display-message",
+                "-p",
+                "-t",
+                &pane,
+            ])
+            .arg("#{pane_title}")
+            .output()
+            .unwrap();
+        let screen = Command::new("tmux")
+            .args([
+                "-L",
+                &self.tmux_socket,
+                "capture-pane",
+                "-p",
+                "-J",
+                "-t",
+                &pane,
+            ])
+            .output()
+            .unwrap();
+        self.saved.push(SavedPane {
+            name: name.to_string(),
+            state: state.to_string(),
+            still,
+            title: String::from_utf8_lossy(&title.stdout)
+                .trim_end()
+                .to_string(),
+            screen: format!("{}\n", String::from_utf8_lossy(&screen.stdout).trim_end()),
+        });
+        let p = self.saved.last().unwrap();
+        eprintln!(
+            "--- captured pane {name} ({state}), title {:?} ---\n{}",
+            p.title, p.screen
+        );
+    }
+}
+
+impl Drop for PaneFixtures {
+    fn drop(&mut self) {
+        if !Self::capturing() || self.saved.is_empty() || std::thread::panicking() {
+            return;
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/panes")
+            .join(&self.cli);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut index = format!(
+            "# Real panes of {} {}, captured by its test with HEPHAESTUS_CAPTURE_PANES=1.\ncli = {}\nversion = {}\n",
+            self.cli,
+            self.version,
+            toml_string(&self.cli),
+            toml_string(&self.version)
+        );
+        for p in &self.saved {
+            std::fs::write(dir.join(format!("{}.txt", p.name)), &p.screen).unwrap();
+            index.push_str(&format!(
+                "\n[[pane]]\nfile = \"{}.txt\"\nstate = {}\nstill = {}\ntitle = {}\n",
+                p.name,
+                toml_string(&p.state),
+                p.still,
+                toml_string(&p.title)
+            ));
+        }
+        std::fs::write(dir.join("index.toml"), index).unwrap();
+        eprintln!("wrote {} panes into {}", self.saved.len(), dir.display());
+    }
+}
+
+/// A TOML basic string: JSON's string escapes are all TOML escapes too.
+fn toml_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
