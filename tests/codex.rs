@@ -10,9 +10,11 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::agent_cli::{self, TmuxServer};
+use common::agent_cli::{self, Forgetful, TmuxServer};
 use common::responses_api::{Answer, Log, StandIn, Turn};
 use common::{Coordinator, git};
 use serde_json::json;
@@ -25,9 +27,18 @@ const NOTE_TEXT: &str = "Written by the exec_command tool of Codex, scripted by 
 /// The user's login, in the test HOME's `~/.codex/auth.json`: the agent must send it.
 const API_KEY: &str = "sk-stand-in-codex-0123456789";
 
+/// How the stand-in "model" goes about the task.
+enum Behaviour {
+    /// Reads the task, writes the note, reports it done.
+    Reports,
+    /// Thinks for `agent_cli::HOLD` over its first step, writes the note, then ends its turn
+    /// without reporting; it reports only once reminded.
+    ForgetsToReport(Arc<Forgetful>),
+}
+
 /// The script. The conversation itself is the state: the next step follows from the last
 /// function the "model" called, so a retried request gets the same answer.
-fn script(turn: &Turn) -> Answer {
+fn script(turn: &Turn, behaviour: &Behaviour) -> Answer {
     let get_task = format!("{NAMESPACE}.get_task");
     if !turn.offers(&get_task) {
         // Codex's side requests (without tools), or our server is not connected: the
@@ -40,6 +51,30 @@ fn script(turn: &Turn) -> Answer {
         || turn.role_text("user").contains(SYSTEM_PROMPT_MARK)
     {
         return Answer::text("My system prompt is not in my developer instructions.");
+    }
+    let report = || {
+        Answer::call(
+            "Reporting the task done.",
+            Some(NAMESPACE),
+            "update_task_status",
+            json!({"status": "done", "summary": SUMMARY}),
+        )
+    };
+    if let Behaviour::ForgetsToReport(model) = behaviour {
+        let reminded = turn.role_text("user").contains(agent_cli::REMINDER);
+        match turn.last_call.as_deref() {
+            None => model.think(),
+            Some(c) if c.ends_with(".update_task_status") => {}
+            Some(_) if reminded => {
+                model.reminded.store(true, Ordering::SeqCst);
+                return report();
+            }
+            Some(c) if c == get_task => {}
+            Some(_) => {
+                model.ended_turn_unreported.store(true, Ordering::SeqCst);
+                return Answer::text("The note is written.");
+            }
+        }
     }
     match turn.last_call.as_deref() {
         None => Answer::call(
@@ -54,12 +89,7 @@ fn script(turn: &Turn) -> Answer {
             "exec_command",
             json!({"cmd": format!("printf '%s\\n' '{NOTE_TEXT}' > {NOTE_FILE}")}),
         ),
-        Some(c) if c == get_task || c == "exec_command" => Answer::call(
-            "Reporting the task done.",
-            Some(NAMESPACE),
-            "update_task_status",
-            json!({"status": "done", "summary": SUMMARY}),
-        ),
+        Some(c) if c == get_task || c == "exec_command" => report(),
         Some(_) => Answer::text("The task is done and reported."),
     }
 }
@@ -84,14 +114,13 @@ impl Drop for OnFailure<'_> {
     }
 }
 
-#[test]
-fn codex_reads_its_task_and_reports_it_done_through_the_shim() {
-    let Some(codex) = agent_cli::pinned_cli_or_skip("codex", "Codex CLI") else {
-        return;
-    };
-    let started = Instant::now();
-
-    let stand_in = StandIn::start(script);
+/// A project whose agents are Codex with the stand-in as their model provider, and its
+/// coordinator; `tables` go into `hephaestus.toml` too.
+fn start(
+    codex: &std::path::Path,
+    stand_in: &StandIn,
+    tables: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, Coordinator) {
     let dir = agent_cli::agent_project(
         "cli = \"codex\"\nmodel = \"stand-in-model\"",
         &format!(
@@ -105,7 +134,7 @@ base_url = "{}"
 wire_api = "responses"
 # Send the user's login from auth.json, as the OpenAI provider does.
 requires_openai_auth = true
-"#,
+{tables}"#,
             stand_in.url
         ),
     );
@@ -126,6 +155,18 @@ requires_openai_auth = true
         &["OPENAI_", "CODEX_", "XDG_"],
         &[("HOME", home_dir.as_str())],
     );
+    (dir, home, coord)
+}
+
+#[test]
+fn codex_reads_its_task_and_reports_it_done_through_the_shim() {
+    let Some(codex) = agent_cli::pinned_cli_or_skip("codex", "Codex CLI") else {
+        return;
+    };
+    let started = Instant::now();
+
+    let stand_in = StandIn::start(|t| script(t, &Behaviour::Reports));
+    let (dir, _home, coord) = start(&codex, &stand_in, "");
     let tmux = TmuxServer::of(&coord);
     let _on_failure = OnFailure {
         log: stand_in.log.clone(),
@@ -209,4 +250,36 @@ requires_openai_auth = true
         started.elapsed().as_secs_f64()
     );
     stand_in.log.print("Codex");
+}
+
+/// The guardian on the real Codex pane: working while the model thinks, idle once the turn ends
+/// without a report, then a reminder typed in, which the model acts on: the task is done. With
+/// `HEPHAESTUS_CAPTURE_PANES=1` the panes become the guardian's fixtures.
+#[test]
+fn codex_that_ends_its_turn_without_reporting_is_seen_idle_and_reminded() {
+    let Some(codex) = agent_cli::pinned_cli_or_skip("codex", "Codex CLI") else {
+        return;
+    };
+    let model = Arc::new(Forgetful::default());
+    let behaviour = Behaviour::ForgetsToReport(model.clone());
+    let stand_in = StandIn::start(move |t| script(t, &behaviour));
+    let (dir, _home, coord) = start(&codex, &stand_in, "\n[guardian]\nidle_nudge_secs = 6\n");
+    let tmux = TmuxServer::of(&coord);
+    let _on_failure = OnFailure {
+        log: stand_in.log.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+    let mut panes = agent_cli::PaneFixtures::new("codex", &codex, &tmux);
+    let id = coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team in CODEX_WAS_HERE.md",
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    agent_cli::assert_seen_idle_and_reminded(&coord, dir.path(), &id, &model, &mut panes);
 }

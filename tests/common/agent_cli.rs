@@ -475,7 +475,7 @@ impl PaneFixtures {
         let out = Command::new(path).arg("--version").output().unwrap();
         PaneFixtures {
             cli: cli.to_string(),
-            version: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            version: version_first(String::from_utf8_lossy(&out.stdout).trim()),
             tmux_socket: tmux.0.clone(),
             saved: Vec::new(),
         }
@@ -579,7 +579,111 @@ impl Drop for PaneFixtures {
     }
 }
 
+/// A `--version` line with the version number first, as `.ci/run` pins it: `codex-cli 0.169.0`
+/// becomes `0.169.0 (codex-cli)`; `2.1.331 (Claude Code)` stays as it is.
+fn version_first(line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words
+        .iter()
+        .position(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        Some(i) if i > 0 => {
+            let rest: Vec<&str> = words[..i].iter().chain(&words[i + 1..]).copied().collect();
+            format!("{} ({})", words[i], rest.join(" "))
+        }
+        _ => line.to_string(),
+    }
+}
+
 /// A TOML basic string: JSON's string escapes are all TOML escapes too.
 fn toml_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// Words of the guardian's reminder (`prompts/nudge_report.md`): a scripted model that forgot to
+/// report acts on a message with these.
+pub const REMINDER: &str = "Hephaestus has not heard how it went";
+
+/// How long a model that forgets to report thinks over its first step: the pane shows the CLI
+/// working meanwhile.
+pub const HOLD: Duration = Duration::from_secs(8);
+
+/// Where a scripted conversation whose model forgets to report is, for the test to wait on.
+#[derive(Default)]
+pub struct Forgetful {
+    pub thinking: std::sync::atomic::AtomicBool,
+    pub ended_turn_unreported: std::sync::atomic::AtomicBool,
+    pub reminded: std::sync::atomic::AtomicBool,
+}
+
+impl Forgetful {
+    /// Holds the first answer for `HOLD`, marked as thinking.
+    pub fn think(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.thinking.store(true, SeqCst);
+        std::thread::sleep(HOLD);
+        self.thinking.store(false, SeqCst);
+    }
+}
+
+/// The state the guardian reads for the (one) managed agent, as `hephaestus agents` says it.
+pub fn managed_agent_state(coord: &Coordinator) -> Option<String> {
+    let agents = coord.cli(&["agents"]);
+    let a = agents.as_array()?.iter().find(|a| a["kind"] == "managed")?;
+    Some(a["state"]["state"].as_str()?.to_string())
+}
+
+/// The guardian on a real pane, for a task handed to an agent whose model forgets to report:
+/// the CLI seen working while the model thinks, idle once the turn ends unreported, then the
+/// reminder typed in, which the model acts on, so the task is done. The panes go to `panes`.
+pub fn assert_seen_idle_and_reminded(
+    coord: &Coordinator,
+    project: &Path,
+    task_id: &str,
+    model: &Forgetful,
+    panes: &mut PaneFixtures,
+) {
+    use super::scripted::wait_until;
+    use std::sync::atomic::Ordering::SeqCst;
+    let state = || managed_agent_state(coord).unwrap_or_default();
+    let task_status = || coord.cli(&["task", "show", task_id])["status"].clone();
+
+    wait_until("the model thinking", Duration::from_secs(120), || {
+        model.thinking.load(SeqCst)
+    });
+    // Long enough for a poll or two of the guardian, well inside `HOLD`.
+    std::thread::sleep(Duration::from_secs(2));
+    panes.capture("working", "working", false);
+    assert_eq!(state(), "working", "while the model thinks");
+
+    wait_until("the turn ended unreported", Duration::from_secs(60), || {
+        model.ended_turn_unreported.load(SeqCst)
+    });
+    wait_until("the agent seen idle", Duration::from_secs(20), || {
+        state() == "idle"
+    });
+    panes.capture("idle", "idle", true);
+    // The model never reported anything: the task is still only assigned.
+    assert_eq!(task_status(), "assigned");
+
+    wait_until("the task done", Duration::from_secs(120), || {
+        task_status() == "done"
+    });
+    assert!(model.reminded.load(SeqCst), "done without the reminder");
+    let events: Vec<(String, String)> = super::scripted::events_with_detail(project)
+        .into_iter()
+        .map(|(_, k, m)| (k, m))
+        .collect();
+    let nudges: Vec<&String> = events
+        .iter()
+        .filter(|(k, _)| k == "nudged")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(nudges, ["reminded to report its task; it acted on it"]);
+    assert!(
+        events
+            .iter()
+            .any(|(k, m)| k == "state_changed" && m.starts_with("idle (")),
+        "{events:?}"
+    );
 }

@@ -204,7 +204,8 @@ impl Log {
     }
 }
 
-pub type Script = fn(&Turn) -> Answer;
+/// The model's next answer to a conversation.
+pub type Script = dyn Fn(&Turn) -> Answer + Send + Sync;
 
 pub struct StandIn {
     /// The API's base URL, `http://127.0.0.1:PORT/v1`.
@@ -213,11 +214,11 @@ pub struct StandIn {
 }
 
 impl StandIn {
-    pub fn start(script: Script) -> StandIn {
+    pub fn start(script: impl Fn(&Turn) -> Answer + Send + Sync + 'static) -> StandIn {
         let log = Log::default();
         let l = log.clone();
         let addr = agent_cli::accept_each(move |stream| {
-            if let Err(e) = serve_connection(stream, &l, script) {
+            if let Err(e) = serve_connection(stream, &l, &script) {
                 l.push(Seen {
                     line: format!("(connection error: {e})"),
                     authorization: None,
@@ -233,7 +234,7 @@ impl StandIn {
 }
 
 /// One request per connection (answered with `Connection: close`).
-fn serve_connection(stream: TcpStream, log: &Log, script: Script) -> std::io::Result<()> {
+fn serve_connection(stream: TcpStream, log: &Log, script: &Script) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
