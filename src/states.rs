@@ -223,6 +223,8 @@ text_enum! {
         Nudged = "nudged",
         /// Reminders did not help: it is marked stuck (and, per `guardian.on_stuck`, ended).
         Stuck = "stuck",
+        /// A person's answer to the question its dialog asked was typed in.
+        Answered = "answered",
     }
     what = "event kind";
 }

@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,35 +68,29 @@ impl Log {
 enum Behaviour {
     /// Reads the task, writes the note, reports it done.
     Reports,
-    /// Thinks for `HOLD` over its first step, writes the note, then ends its turn without
+    /// Thinks for `agent_cli::HOLD` over its first step, writes the note, then ends its turn without
     /// reporting; it reports only once reminded.
     ForgetsToReport,
+    /// Reads the task, asks the person which file name to use (Claude Code's AskUserQuestion),
+    /// and reports the answer it got as its summary.
+    Asks,
+    /// Its key is refused: every request with the task's tools is answered 401.
+    RejectsKey,
 }
 
-/// How long a `ForgetsToReport` model thinks over its first step: the pane shows it working.
-const HOLD: Duration = Duration::from_secs(8);
-
-/// Words of the guardian's reminder (`prompts/nudge_report.md`).
-const REMINDER: &str = "Hephaestus has not heard how it went";
-
-/// Where a scripted conversation is, for the test to wait on.
-#[derive(Default)]
-struct Progress {
-    thinking: AtomicBool,
-    ended_turn_unreported: AtomicBool,
-    reminded: AtomicBool,
-}
+/// What the `Asks` model asks.
+const QUESTION: &str = "Which file should the note go in?";
 
 struct StandIn {
     url: String,
     log: Log,
-    progress: Arc<Progress>,
+    progress: Arc<agent_cli::Forgetful>,
 }
 
 impl StandIn {
     fn start(behaviour: Behaviour) -> StandIn {
         let log = Log::default();
-        let progress = Arc::new(Progress::default());
+        let progress = Arc::new(agent_cli::Forgetful::default());
         let (l, p) = (log.clone(), progress.clone());
         let addr = agent_cli::accept_each(move |stream| {
             if let Err(e) = serve_connection(stream, &l, behaviour, &p) {
@@ -120,7 +114,7 @@ fn serve_connection(
     stream: TcpStream,
     log: &Log,
     behaviour: Behaviour,
-    progress: &Progress,
+    progress: &agent_cli::Forgetful,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = stream.try_clone()?;
@@ -130,6 +124,20 @@ fn serve_connection(
     };
     let route = req.path.split('?').next().unwrap_or_default();
     let (status, content_type, body, seen) = match (req.method.as_str(), route) {
+        ("POST", "/v1/messages")
+            if behaviour == Behaviour::RejectsKey && req.body.windows(GET_TASK.len()).any(|w| w == GET_TASK.as_bytes()) =>
+        {
+            (
+                "401 Unauthorized",
+                "application/json",
+                json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
+                    .to_string(),
+                Seen {
+                    line: format!("{} {} -> 401", req.method, req.path),
+                    tool_results: Vec::new(),
+                },
+            )
+        }
         ("POST", "/v1/messages") => {
             let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
             let (answer, mut seen) = messages(&body, behaviour, progress);
@@ -299,7 +307,7 @@ fn sse(model: &str, answer: &Answer) -> String {
 
 /// The script. The conversation itself is the state: the next step follows from the last tool
 /// the "model" used, so a retried request gets the same answer.
-fn messages(body: &Value, behaviour: Behaviour, progress: &Progress) -> (Answer, Seen) {
+fn messages(body: &Value, behaviour: Behaviour, progress: &agent_cli::Forgetful) -> (Answer, Seen) {
     let tools: Vec<&str> = body["tools"]
         .as_array()
         .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
@@ -388,13 +396,11 @@ fn messages(body: &Value, behaviour: Behaviour, progress: &Progress) -> (Answer,
         UPDATE_STATUS.to_string(),
         json!({"status": "done", "summary": SUMMARY}),
     );
-    let reminded = msgs
-        .iter()
-        .any(|m| m["role"] == "user" && agent_cli::content_text(&m["content"]).contains(REMINDER));
+    let reminded = msgs.iter().any(|m| {
+        m["role"] == "user" && agent_cli::content_text(&m["content"]).contains(agent_cli::REMINDER)
+    });
     if behaviour == Behaviour::ForgetsToReport && last_tool.is_none() {
-        progress.thinking.store(true, Ordering::SeqCst);
-        std::thread::sleep(HOLD);
-        progress.thinking.store(false, Ordering::SeqCst);
+        progress.think();
     }
     let answer = match last_tool.as_deref() {
         Some(t) if behaviour == Behaviour::ForgetsToReport && t != UPDATE_STATUS => {
@@ -418,6 +424,35 @@ fn messages(body: &Value, behaviour: Behaviour, progress: &Progress) -> (Answer,
                     text: "The note is written.".into(),
                     tool: None,
                 }
+            }
+        }
+        Some(GET_TASK) if behaviour == Behaviour::Asks => Answer {
+            id: next_id(),
+            text: "One question first.".into(),
+            tool: Some((
+                "AskUserQuestion".to_string(),
+                json!({"questions": [{
+                "question": QUESTION, "header": "Note file", "multiSelect": false,
+                "options": [
+                    {"label": NOTE_FILE, "description": "the name the task gives"},
+                    {"label": "NOTES.md", "description": "the usual place for notes"},
+                ]}]}),
+            )),
+        },
+        Some("AskUserQuestion") => {
+            let answer = tool_results
+                .iter()
+                .rev()
+                .find(|(n, _, _)| n == "AskUserQuestion")
+                .map(|(_, text, _)| text.clone())
+                .unwrap_or_default();
+            Answer {
+                id: next_id(),
+                text: "Reporting what I was told.".into(),
+                tool: Some((
+                    UPDATE_STATUS.to_string(),
+                    json!({"status": "done", "summary": format!("asked, and was told: {answer}")}),
+                )),
             }
         }
         None => Answer {
@@ -483,29 +518,32 @@ impl Drop for OnFailure<'_> {
 
 /// A project whose agents are Claude Code, and its coordinator, with a fresh HOME (nothing of
 /// the developer's own Claude Code set-up is read), the stand-in's URL and a key; `tables` go
-/// into `hephaestus.toml`.
+/// into `hephaestus.toml`, `env` into the CLI's environment.
 fn start(
     claude: &std::path::Path,
     stand_in: &StandIn,
     tables: &str,
+    env: &[(&str, &str)],
 ) -> (tempfile::TempDir, tempfile::TempDir, Coordinator) {
     let dir = agent_cli::agent_project("cli = \"claude\"", tables);
     let home = tempfile::tempdir().unwrap();
     let home_dir = home.path().display().to_string();
+    let mut all_env = vec![
+        ("HOME", home_dir.as_str()),
+        ("ANTHROPIC_BASE_URL", stand_in.url.as_str()),
+        (
+            "ANTHROPIC_API_KEY",
+            "sk-ant-api03-stand-in-key-0123456789abcdefghij",
+        ),
+        // The pinned install must stay pinned: no self-update from inside a test.
+        ("DISABLE_AUTOUPDATER", "1"),
+    ];
+    all_env.extend_from_slice(env);
     let coord = agent_cli::start_coordinator(
         dir.path(),
         claude.parent().unwrap(),
         &["ANTHROPIC_", "CLAUDE", "XDG_"],
-        &[
-            ("HOME", home_dir.as_str()),
-            ("ANTHROPIC_BASE_URL", stand_in.url.as_str()),
-            (
-                "ANTHROPIC_API_KEY",
-                "sk-ant-api03-stand-in-key-0123456789abcdefghij",
-            ),
-            // The pinned install must stay pinned: no self-update from inside a test.
-            ("DISABLE_AUTOUPDATER", "1"),
-        ],
+        &all_env,
     );
     (dir, home, coord)
 }
@@ -518,7 +556,7 @@ fn claude_code_reads_its_task_and_reports_it_done_through_the_shim() {
     let started = Instant::now();
 
     let stand_in = StandIn::start(Behaviour::Reports);
-    let (dir, _home, coord) = start(&claude, &stand_in, "");
+    let (dir, _home, coord) = start(&claude, &stand_in, "", &[]);
     let tmux = TmuxServer::of(&coord);
     let _on_failure = OnFailure {
         log: stand_in.log.clone(),
@@ -590,7 +628,7 @@ fn claude_code_that_ends_its_turn_without_reporting_is_seen_idle_and_reminded() 
         return;
     };
     let stand_in = StandIn::start(Behaviour::ForgetsToReport);
-    let (dir, _home, coord) = start(&claude, &stand_in, "[guardian]\nidle_nudge_secs = 6\n");
+    let (dir, _home, coord) = start(&claude, &stand_in, "[guardian]\nidle_nudge_secs = 6\n", &[]);
     let tmux = TmuxServer::of(&coord);
     let _on_failure = OnFailure {
         log: stand_in.log.clone(),
@@ -608,45 +646,12 @@ fn claude_code_that_ends_its_turn_without_reporting_is_seen_idle_and_reminded() 
         .as_str()
         .unwrap()
         .to_string();
-
-    let progress = &stand_in.progress;
-    wait_for("the model thinking", Duration::from_secs(120), || {
-        progress.thinking.load(Ordering::SeqCst)
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    panes.capture("working", "working", false);
-    let states = || agent_state(&coord).map(|(_, s)| s).unwrap_or_default();
-    assert_eq!(states(), "working", "while the model thinks");
-
-    wait_for("the turn ended unreported", Duration::from_secs(60), || {
-        progress.ended_turn_unreported.load(Ordering::SeqCst)
-    });
-    wait_for("the agent seen idle", Duration::from_secs(20), || {
-        states() == "idle"
-    });
-    panes.capture("idle", "idle", true);
-    // The model never reported anything: the task is still only assigned.
-    assert_eq!(coord.cli(&["task", "show", &id])["status"], "assigned");
-
-    wait_for("the task done", Duration::from_secs(120), || {
-        coord.cli(&["task", "show", &id])["status"] == "done"
-    });
-    assert!(progress.reminded.load(Ordering::SeqCst));
-    let events: Vec<(String, String)> = common::scripted::events_with_detail(dir.path())
-        .into_iter()
-        .map(|(_, k, m)| (k, m))
-        .collect();
-    let nudges: Vec<&String> = events
-        .iter()
-        .filter(|(k, _)| k == "nudged")
-        .map(|(_, m)| m)
-        .collect();
-    assert_eq!(nudges, ["reminded to report its task; it acted on it"]);
-    assert!(
-        events
-            .iter()
-            .any(|(k, m)| k == "state_changed" && m.starts_with("idle (")),
-        "{events:?}"
+    agent_cli::assert_seen_idle_and_reminded(
+        &coord,
+        dir.path(),
+        &id,
+        &stand_in.progress,
+        &mut panes,
     );
 }
 
@@ -656,4 +661,114 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A question the model asks through Claude Code's own dialog is seen as one (`agents` shows
+/// the agent blocked on it), and `agents answer` gets the person's words to the model.
+#[test]
+fn claude_code_asking_the_person_a_question_is_seen_blocked_and_answered() {
+    let Some(claude) = agent_cli::pinned_cli_or_skip("claude", "Claude Code") else {
+        return;
+    };
+    let stand_in = StandIn::start(Behaviour::Asks);
+    let (_dir, _home, coord) = start(&claude, &stand_in, "", &[]);
+    let tmux = TmuxServer::of(&coord);
+    let _on_failure = OnFailure {
+        log: stand_in.log.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+    let mut panes = agent_cli::PaneFixtures::new("claude", &claude, &tmux);
+    let id = coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team",
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let states = || agent_state(&coord).map(|(_, s)| s).unwrap_or_default();
+    wait_for("the question seen", Duration::from_secs(120), || {
+        states() == "blocked_question"
+    });
+    panes.capture("question", "blocked_question", true);
+    let (agent, _) = agent_state(&coord).unwrap();
+    let listed = coord.cli_text(&["agents"]);
+    assert!(listed.contains("blocked_question"), "{listed}");
+
+    // A message is not an answer: `agents answer` picks the dialog's free-text option and
+    // types the person's words into it, and the model gets them as the tool's result.
+    let said = coord.cli(&["agents", "answer", &agent[..8], "put it in TEAM.md"]);
+    assert!(
+        said.as_str().is_some_and(|s| s.contains("it went on")),
+        "{said}"
+    );
+    wait_for("the task done", Duration::from_secs(60), || {
+        coord.cli(&["task", "show", &id])["status"] == "done"
+    });
+    let summary = coord.cli(&["task", "show", &id])["summary"].clone();
+    assert!(
+        summary
+            .as_str()
+            .is_some_and(|s| s.contains("put it in TEAM.md")),
+        "{summary}"
+    );
+    // Answering an agent that asks nothing is refused, with what its screen shows.
+    let other = coord.cli_raw(&["agents", "answer", &agent[..8], "again"]);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        !other.status.success() && err.contains("is not waiting for an answer"),
+        "{err}"
+    );
+}
+
+/// A refused key shows as Claude Code's API error, and the guardian reads `error`.
+#[test]
+fn claude_code_whose_key_is_refused_is_seen_in_error() {
+    let Some(claude) = agent_cli::pinned_cli_or_skip("claude", "Claude Code") else {
+        return;
+    };
+    let stand_in = StandIn::start(Behaviour::RejectsKey);
+    // Two retries instead of ten: the retries show, then the error Claude Code gives up with.
+    let (dir, _home, coord) = start(&claude, &stand_in, "", &[("CLAUDE_CODE_MAX_RETRIES", "2")]);
+    let tmux = TmuxServer::of(&coord);
+    let _on_failure = OnFailure {
+        log: stand_in.log.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+    let mut panes = agent_cli::PaneFixtures::new("claude", &claude, &tmux);
+    coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team",
+        "--done",
+        "the note is committed",
+    ]);
+    wait_for("the retry on screen", Duration::from_secs(120), || {
+        tmux.panes().contains("retrying in")
+    });
+    panes.capture("api-error-retrying", "error", false);
+    wait_for("the turn given up", Duration::from_secs(60), || {
+        tmux.panes().contains("Invalid API key")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    panes.capture("api-error", "error", true);
+    let explained = coord.cli(&["agents", "explain", &agent_state(&coord).unwrap().0[..8]]);
+    assert_eq!(explained["reading"]["state"], "error", "{explained}");
+    assert_eq!(explained["reading"]["rule"], "api error", "{explained}");
+    // The retries were read as they happened, before it gave up.
+    let changes: Vec<String> = common::scripted::events_with_detail(dir.path())
+        .into_iter()
+        .filter(|(_, k, _)| k == "state_changed")
+        .map(|(_, _, m)| m)
+        .collect();
+    assert!(
+        changes
+            .iter()
+            .any(|m| m.starts_with("error (api error, retrying:")),
+        "{changes:?}"
+    );
 }

@@ -1,5 +1,5 @@
-//! What people ask of the agent manager through its handle: `agents kill`, `agents send` and
-//! `agents gc`. Each runs as a task of its own, so the manager's loop never waits on one.
+//! What people ask of the agent manager through its handle: `agents kill`, `agents send`,
+//! `agents answer` and `agents gc`, and the guardian's reminders and endings. Each runs as a task of its own, so the manager's loop never waits on one.
 
 use std::sync::Arc;
 
@@ -24,6 +24,14 @@ impl AgentManager {
                 }
                 Command::Nudge { agent, text, reply } => {
                     let _ = reply.send(me.nudge(&agent, &text).await);
+                }
+                Command::Answer {
+                    agent,
+                    keys,
+                    text,
+                    reply,
+                } => {
+                    let _ = reply.send(me.answer(&agent, &keys, &text).await);
                 }
                 Command::EndStuck {
                     agent,
@@ -89,6 +97,54 @@ impl AgentManager {
             },
         )?;
         Ok(acted)
+    }
+
+    /// Types a person's answer into the dialog an agent waits at and confirms it went on.
+    async fn answer(&self, agent_id: &str, keys: &[String], text: &str) -> Result<String> {
+        let rt = self.state.store.agent_runtime(agent_id)?;
+        let Some(session) = rt
+            .tmux_session
+            .clone()
+            .filter(|_| rt.status != AgentStatus::Terminated)
+        else {
+            bail!("agent {agent_id} is not running");
+        };
+        if !self.claim_busy(agent_id) {
+            bail!(
+                "agent {agent_id} is starting or finishing right now; try again in a few seconds"
+            );
+        }
+        let acted = async {
+            for key in keys {
+                self.terminal.press(&session, key).await?;
+                // The dialog redraws its free-text field before it takes the text.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            self.type_and_confirm(agent_id, &session, text).await
+        }
+        .await;
+        self.set_busy(agent_id, false);
+        let acted = acted?;
+        self.state.events.record(
+            agent_id,
+            rt.task_id.as_deref(),
+            EventKind::Answered,
+            &format!(
+                "{text}{}",
+                if acted {
+                    ""
+                } else {
+                    " (it has not acted on it yet)"
+                }
+            ),
+        )?;
+        Ok(if acted {
+            format!("answered agent {agent_id}; it went on")
+        } else {
+            format!(
+                "typed the answer into agent {agent_id}, but it has not acted on it yet; `agents explain` shows its screen"
+            )
+        })
     }
 
     async fn type_and_confirm(&self, agent_id: &str, session: &str, text: &str) -> Result<bool> {

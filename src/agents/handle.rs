@@ -38,6 +38,15 @@ pub enum Command {
         text: String,
         reply: oneshot::Sender<Result<bool>>,
     },
+    /// Answer the question an agent's dialog asks: press `keys` (e.g. the free-text option's
+    /// number), type `text` and Enter, and confirm it went on (made a tool call). `agent` is
+    /// the full id.
+    Answer {
+        agent: String,
+        keys: Vec<String>,
+        text: String,
+        reply: oneshot::Sender<Result<String>>,
+    },
     /// End a stuck agent: its work stays on its branch, its task goes to a new agent
     /// (`requeue`) or fails.
     EndStuck {
@@ -128,6 +137,16 @@ impl AgentsHandle {
     pub async fn nudge(&self, agent: &str, text: &str) -> Result<bool> {
         self.ask(|reply| Command::Nudge {
             agent: agent.to_string(),
+            text: text.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn answer(&self, agent: &str, keys: Vec<String>, text: &str) -> Result<String> {
+        self.ask(|reply| Command::Answer {
+            agent: agent.to_string(),
+            keys,
             text: text.to_string(),
             reply,
         })

@@ -36,6 +36,8 @@ pub enum AgentsCommand {
     Attach { id: String },
     /// Type a message into an agent's terminal
     Send { id: String, text: String },
+    /// Answer the question (or permission) dialog an agent waits at; `agents` shows which do
+    Answer { id: String, text: String },
     /// Stop an agent: its task fails, its work stays on its branch
     Kill { id: String },
     /// Remove tmux sessions and worktrees that no live agent owns
@@ -111,6 +113,10 @@ pub(super) fn run(out: &Output, cmd: AgentsCommand) -> Result<()> {
         }
         AgentsCommand::Send { id, text } => out
             .show(Request::AgentSend { id, text }, |said: String| {
+                println!("{said}")
+            }),
+        AgentsCommand::Answer { id, text } => out
+            .show(Request::AgentAnswer { id, text }, |said: String| {
                 println!("{said}")
             }),
         AgentsCommand::Kill { id } => {

@@ -37,6 +37,7 @@ pub(super) async fn execute(state: &Shared, req: Request) -> Answer {
         | Request::AgentExplain { .. }
         | Request::AgentKill { .. }
         | Request::AgentSend { .. }
+        | Request::AgentAnswer { .. }
         | Request::AgentGc
         | Request::AgentRegister { .. } => agents(state, req).await,
         Request::MemorySearch { .. }
@@ -190,6 +191,7 @@ async fn agents(state: &Shared, req: Request) -> Answer {
         Request::AgentSend { id, text } => {
             answer(handle(state)?.send(&id, &text).await.map_err(refused)?)
         }
+        Request::AgentAnswer { id, text } => answer(answer_question(state, &id, &text).await?),
         Request::AgentGc => answer(handle(state)?.gc().await.map_err(refused)?),
         Request::AgentRegister { name, cli_type } => {
             let (agent, token) = store.register_agent(&name, cli_type.as_deref())?;
@@ -243,7 +245,17 @@ async fn agent_rows(state: &Shared, all: bool) -> Result<Vec<AgentRow>, OpError>
 }
 
 /// Reads the agent's screen now with its CLI's rules, the way the guardian does.
-async fn explain(state: &Shared, id: &str) -> Result<super::replies::Explained, OpError> {
+/// An agent's screen now, and how its CLI's rules read it.
+struct ReadNow {
+    agent_id: String,
+    cli: String,
+    rules: crate::guardian::screen::Rules,
+    screen: String,
+    reading: crate::guardian::screen::Reading,
+    unchanged_ms: Option<i64>,
+}
+
+async fn read_now(state: &Shared, id: &str) -> Result<ReadNow, OpError> {
     use crate::guardian::screen::{self, Look, Rules};
     let rt = crate::agents::resolve_agent(&state.store, id).map_err(refused)?;
     let session = rt
@@ -276,13 +288,52 @@ async fn explain(state: &Shared, id: &str) -> Result<super::replies::Explained, 
             delivered,
         },
     );
-    Ok(super::replies::Explained {
+    Ok(ReadNow {
         agent_id: rt.agent_id,
         cli,
+        rules,
+        screen: glance.screen,
         reading,
         unchanged_ms,
-        screen: glance.screen,
     })
+}
+
+async fn explain(state: &Shared, id: &str) -> Result<super::replies::Explained, OpError> {
+    let now = read_now(state, id).await?;
+    Ok(super::replies::Explained {
+        agent_id: now.agent_id,
+        cli: now.cli,
+        reading: now.reading,
+        unchanged_ms: now.unchanged_ms,
+        screen: now.screen,
+    })
+}
+
+/// Types a person's answer into the dialog an agent waits at, the way its CLI's rule says;
+/// refused unless the agent's screen shows it waiting for an answer now.
+async fn answer_question(state: &Shared, id: &str, text: &str) -> Result<String, OpError> {
+    use crate::states::AgentState;
+    if text.trim().is_empty() {
+        return Err(OpError::Invalid("the answer is empty".into()));
+    }
+    let handle = handle(state)?;
+    let now = read_now(state, id).await?;
+    if !matches!(
+        now.reading.state,
+        AgentState::BlockedQuestion | AgentState::BlockedPermission
+    ) {
+        return Err(OpError::Invalid(format!(
+            "agent {} is not waiting for an answer: its screen reads {} ({}); `agents send` types a message into its terminal",
+            now.agent_id, now.reading.state, now.reading.why
+        )));
+    }
+    let keys =
+        crate::guardian::screen::keys_before_answer(&now.rules, &now.reading.rule, &now.screen)
+            .map_err(|e| OpError::Invalid(format!("agent {}: {e}", now.agent_id)))?;
+    handle
+        .answer(&now.agent_id, keys, text)
+        .await
+        .map_err(refused)
 }
 
 fn store_delivered(state: &Shared, agent_id: &str) -> bool {

@@ -96,6 +96,11 @@ pub enum Request {
         id: String,
         text: String,
     },
+    /// Types a person's answer into the question or permission dialog an agent waits at.
+    AgentAnswer {
+        id: String,
+        text: String,
+    },
     /// Removes sessions and worktrees no live agent owns.
     AgentGc,
     MemorySearch {

@@ -74,6 +74,19 @@ pub struct Rule {
     /// The last non-blank line of the region, trimmed, ends with one of these (when given).
     #[serde(default)]
     pub last_line_ends_with: Vec<String>,
+    /// How a person's answer goes into the dialog this rule recognises (`agents answer`);
+    /// without it the answer is typed as a line.
+    #[serde(default)]
+    pub answer: Option<AnswerBy>,
+}
+
+/// How to type a free-text answer into a CLI's dialog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerBy {
+    /// First pick the dialog's option with this label, by pressing its number (a dialog of
+    /// numbered choices whose free-text field is one of them, e.g. "3. Type something.").
+    pub choose: String,
 }
 
 fn default_lines() -> usize {
@@ -117,6 +130,44 @@ impl Rules {
     /// The name of every CLI with shipped rules.
     pub fn shipped() -> impl Iterator<Item = (&'static str, &'static str)> {
         SHIPPED.iter().copied()
+    }
+}
+
+impl Rules {
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// The keys to press before a person's answer is typed into the screen the rule `rule_name`
+/// recognised: none for a plain prompt, the option's number for a dialog that wants its
+/// free-text option chosen first. An error says why the answer cannot go in.
+pub fn keys_before_answer(
+    rules: &Rules,
+    rule_name: &str,
+    screen: &str,
+) -> Result<Vec<String>, String> {
+    let Some(by) = rules.rule(rule_name).and_then(|r| r.answer.as_ref()) else {
+        return Ok(Vec::new());
+    };
+    let number = screen.lines().find_map(|line| {
+        // An option line: an optional cursor mark, its number, ". ", its label.
+        let rest = line
+            .trim_start()
+            .trim_start_matches(['❯', '›', '>'])
+            .trim_start();
+        let (digits, label) = rest.split_once(". ")?;
+        (label.trim() == by.choose
+            && !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit()))
+        .then(|| digits.to_string())
+    });
+    match number {
+        Some(n) => Ok(vec![n]),
+        None => Err(format!(
+            "the dialog has no option {:?} to type an answer into",
+            by.choose
+        )),
     }
 }
 
@@ -347,6 +398,34 @@ none = ["Thinking"]
         assert!(
             Rules::parse("[[rule]]\nname = \"x\"\nstate = \"idle\"\nany = [\"a\"]\nwhere = 1\n")
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn an_answer_picks_the_free_text_option_by_its_number() {
+        let rules = Rules::parse(
+            "[[rule]]\nname = \"dialog\"\nstate = \"blocked_question\"\nany = [\"Enter to select\"]\n\
+             answer = { choose = \"Type something.\" }\n\
+             [[rule]]\nname = \"prompt\"\nstate = \"idle\"\nany = [\"> \"]\n",
+        )
+        .unwrap();
+        let dialog = "Which file?\n\n❯ 1. NOTES.md\n     the usual place\n  2. README.md\n  3. Type something.\n  4. Chat about this\nEnter to select";
+        assert_eq!(keys_before_answer(&rules, "dialog", dialog).unwrap(), ["3"]);
+        // The option moved: its number is read from the screen, not assumed.
+        let shorter = "❯ 1. Yes\n  2. Type something.\nEnter to select";
+        assert_eq!(
+            keys_before_answer(&rules, "dialog", shorter).unwrap(),
+            ["2"]
+        );
+        assert!(
+            keys_before_answer(&rules, "dialog", "❯ 1. Yes\nEnter to select")
+                .unwrap_err()
+                .contains("no option \"Type something.\"")
+        );
+        assert!(
+            keys_before_answer(&rules, "prompt", "> ")
+                .unwrap()
+                .is_empty()
         );
     }
 

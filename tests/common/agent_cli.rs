@@ -557,6 +557,19 @@ impl Drop for PaneFixtures {
             .join("tests/fixtures/panes")
             .join(&self.cli);
         std::fs::create_dir_all(&dir).unwrap();
+        // Other tests capture other panes of the same CLI: keep theirs.
+        let kept: Vec<toml::Value> = std::fs::read_to_string(dir.join("index.toml"))
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|mut t| t.remove("pane"))
+            .and_then(|p| p.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| {
+                let file = p.get("file").and_then(|f| f.as_str()).unwrap_or_default();
+                !self.saved.iter().any(|s| format!("{}.txt", s.name) == file)
+            })
+            .collect();
         let mut index = format!(
             "# Real panes of {} {}, captured by its test with HEPHAESTUS_CAPTURE_PANES=1.\ncli = {}\nversion = {}\n",
             self.cli,
@@ -564,6 +577,16 @@ impl Drop for PaneFixtures {
             toml_string(&self.cli),
             toml_string(&self.version)
         );
+        for p in &kept {
+            let field = |k: &str| p.get(k).cloned().unwrap_or(toml::Value::Boolean(false));
+            index.push_str(&format!(
+                "\n[[pane]]\nfile = {}\nstate = {}\nstill = {}\ntitle = {}\n",
+                toml_string(field("file").as_str().unwrap_or_default()),
+                toml_string(field("state").as_str().unwrap_or_default()),
+                field("still").as_bool().unwrap_or_default(),
+                toml_string(field("title").as_str().unwrap_or_default()),
+            ));
+        }
         for p in &self.saved {
             std::fs::write(dir.join(format!("{}.txt", p.name)), &p.screen).unwrap();
             index.push_str(&format!(
