@@ -178,6 +178,22 @@ text_enum! {
     what = "agent state";
 }
 
+impl AgentState {
+    /// What the person must do for an agent in this state, when only they can move it on.
+    pub fn needs_person(self) -> Option<&'static str> {
+        match self {
+            AgentState::BlockedQuestion | AgentState::BlockedPermission => {
+                Some("`hephaestus agents answer ID TEXT` answers it")
+            }
+            AgentState::BlockedScreen => {
+                Some("a dialog waits: `hephaestus agents attach ID` to see it")
+            }
+            AgentState::Error => Some("its CLI shows an error: `hephaestus agents explain ID`"),
+            _ => None,
+        }
+    }
+}
+
 text_enum! {
     /// A workflow phase's status.
     pub enum PhaseStatus {

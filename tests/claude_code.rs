@@ -697,6 +697,14 @@ fn claude_code_asking_the_person_a_question_is_seen_blocked_and_answered() {
     let (agent, _) = agent_state(&coord).unwrap();
     let listed = coord.cli_text(&["agents"]);
     assert!(listed.contains("blocked_question"), "{listed}");
+    let status = coord.cli_text(&["status"]);
+    assert!(
+        status.contains(&format!(
+            "waiting for you: agent {} is blocked_question",
+            &agent[..8]
+        )) && status.contains("agents answer"),
+        "{status}"
+    );
 
     // A message is not an answer: `agents answer` picks the dialog's free-text option and
     // types the person's words into it, and the model gets them as the tool's result.

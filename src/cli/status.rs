@@ -48,10 +48,22 @@ fn print_status(v: &Status) {
             branch: None,
             merge_status: None,
             last_output: None,
-            state: None,
+            state: v.agent_states.get(&agent.id).cloned(),
         })
         .collect();
     print_agents(&rows);
+    // The agents only the person can move on, and how.
+    for (id, seen) in &v.agent_states {
+        if let Some(what) = seen.reading.state.needs_person() {
+            println!(
+                "  waiting for you: agent {} is {} ({}); {}",
+                &id[..id.len().min(8)],
+                seen.reading.state,
+                seen.reading.why,
+                what.replace("ID", &id[..id.len().min(8)])
+            );
+        }
+    }
     let m = &v.memory;
     println!(
         "memory: {} indexed, {} pending · embedder {}{} · {}",

@@ -53,6 +53,7 @@ pub(super) async fn execute(state: &Shared, req: Request) -> Answer {
 fn status(state: &Shared) -> Answer {
     let store = &state.store;
     let config = &state.config;
+    let agents = store.list_agents(false)?;
     answer(Status {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -67,7 +68,11 @@ fn status(state: &Shared) -> Answer {
         memory: state.memory.status(),
         tasks: store.task_counts(None)?,
         workflows: store.list_workflows(Some(WorkflowStatus::Active))?,
-        agents: store.list_agents(false)?,
+        agent_states: agents
+            .iter()
+            .filter_map(|a| Some((a.id.clone(), state.seen.get(&a.id)?)))
+            .collect(),
+        agents,
     })
 }
 

@@ -34,6 +34,9 @@ pub struct Status {
     pub workflows: Vec<WorkflowView>,
     /// Active agents.
     pub agents: Vec<AgentView>,
+    /// What the guardian last read of each active agent, by id.
+    #[serde(default)]
+    pub agent_states: BTreeMap<String, crate::guardian::seen::Sighting>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
