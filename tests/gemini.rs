@@ -10,10 +10,11 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use common::agent_cli::{self, OnFailure, Reply, Seen, TmuxServer};
-use common::git;
+use common::agent_cli::{self, Forgetful, OnFailure, Reply, Seen, TmuxServer};
+use common::{Coordinator, git};
 use serde_json::{Value, json};
 
 /// Gemini CLI names an MCP server's tools `mcp_<server>_<tool>`.
@@ -27,9 +28,18 @@ const NOTE_TEXT: &str =
 const MODEL: &str = "gemini-stand-in-pro";
 const API_KEY: &str = "stand-in-gemini-key-0123456789";
 
+/// How the stand-in "model" goes about the task.
+enum Behaviour {
+    /// Reads the task, writes the note, reports it done.
+    Reports,
+    /// Thinks for `agent_cli::HOLD` over its first step, writes the note, then ends its turn
+    /// without reporting; it reports only once reminded.
+    ForgetsToReport(Arc<Forgetful>),
+}
+
 /// The script. The conversation is the state: the next step follows from the last function the
 /// "model" called, so a retried request gets the same answer.
-fn script(request: &Value) -> Value {
+fn script(request: &Value, behaviour: &Behaviour) -> Value {
     let offered: Vec<&str> = request["tools"]
         .as_array()
         .into_iter()
@@ -47,6 +57,29 @@ fn script(request: &Value) -> Value {
         .flat_map(|c| c["parts"].as_array().into_iter().flatten())
         .filter_map(|p| p["functionCall"]["name"].as_str())
         .next_back();
+    let report = || call(UPDATE_STATUS, json!({"status": "done", "summary": SUMMARY}));
+    if let Behaviour::ForgetsToReport(model) = behaviour {
+        let reminded = request["contents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["role"] == "user")
+            .flat_map(|c| c["parts"].as_array().into_iter().flatten())
+            .filter_map(|p| p["text"].as_str())
+            .any(|t| t.contains(agent_cli::REMINDER));
+        match last_call {
+            None => model.think(),
+            Some(GET_TASK | UPDATE_STATUS) => {}
+            Some(_) if reminded => {
+                model.reminded.store(true, Ordering::SeqCst);
+                return report();
+            }
+            Some(_) => {
+                model.ended_turn_unreported.store(true, Ordering::SeqCst);
+                return text("The note is written.");
+            }
+        }
+    }
     match last_call {
         None => call(GET_TASK, json!({})),
         Some(GET_TASK) => call(
@@ -56,7 +89,7 @@ fn script(request: &Value) -> Value {
                 "description": "leave a note for the team"
             }),
         ),
-        Some(SHELL) => call(UPDATE_STATUS, json!({"status": "done", "summary": SUMMARY})),
+        Some(SHELL) => report(),
         Some(_) => text("The task is done and reported."),
     }
 }
@@ -80,7 +113,7 @@ fn text(t: &str) -> Value {
 /// Serves `/v1beta/models/<model>:streamGenerateContent?alt=sse` with the script, and
 /// `:generateContent` (Gemini CLI's side questions, such as who speaks next) with a plain
 /// "the user".
-fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
+fn stand_in(seen: Arc<Mutex<Seen>>, behaviour: Behaviour) -> String {
     agent_cli::serve(move |req| {
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         {
@@ -99,7 +132,7 @@ fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
             }
         }
         if req.path.contains(":streamGenerateContent") {
-            Reply::events(format!("data: {}\r\n\r\n", script(&body)))
+            Reply::events(format!("data: {}\r\n\r\n", script(&body, &behaviour)))
         } else if req.path.contains(":generateContent") {
             let who = r#"{"reasoning": "the model answered", "next_speaker": "user"}"#;
             Reply::json(200, text(who).to_string())
@@ -110,15 +143,14 @@ fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
     })
 }
 
-#[test]
-fn gemini_reads_its_task_and_reports_it_done_through_the_shim() {
-    let Some(gemini) = agent_cli::pinned_cli_or_skip("gemini", "Gemini CLI") else {
-        return;
-    };
-
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let url = stand_in(seen.clone());
-    let dir = agent_cli::agent_project(&format!("cli = \"gemini\"\nmodel = \"{MODEL}\""), "");
+/// A project whose agents are Gemini CLI talking to the stand-in at `url`, and its
+/// coordinator; `tables` go into `hephaestus.toml`.
+fn start(
+    gemini: &std::path::Path,
+    url: &str,
+    tables: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, Coordinator) {
+    let dir = agent_cli::agent_project(&format!("cli = \"gemini\"\nmodel = \"{MODEL}\""), tables);
     // A fresh HOME: nothing of the developer's own Gemini CLI set-up is read. The API key in
     // the environment is all an API user has, and makes the agents sign in with it.
     let home = tempfile::tempdir().unwrap();
@@ -132,9 +164,21 @@ fn gemini_reads_its_task_and_reports_it_done_through_the_shim() {
         &[
             ("HOME", home_dir.as_str()),
             ("GEMINI_API_KEY", API_KEY),
-            ("GOOGLE_GEMINI_BASE_URL", url.as_str()),
+            ("GOOGLE_GEMINI_BASE_URL", url),
         ],
     );
+    (dir, home, coord)
+}
+
+#[test]
+fn gemini_reads_its_task_and_reports_it_done_through_the_shim() {
+    let Some(gemini) = agent_cli::pinned_cli_or_skip("gemini", "Gemini CLI") else {
+        return;
+    };
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = stand_in(seen.clone(), Behaviour::Reports);
+    let (dir, _home, coord) = start(&gemini, &url, "");
     let tmux = TmuxServer::of(&coord);
     let _on_failure = OnFailure {
         api: "Gemini API",
@@ -181,4 +225,37 @@ fn gemini_reads_its_task_and_reports_it_done_through_the_shim() {
             "merged",
         ],
     );
+}
+
+/// The guardian on the real Gemini CLI pane: working while the model thinks, idle once the turn
+/// ends without a report, then a reminder typed in, which the model acts on: the task is done.
+/// With `HEPHAESTUS_CAPTURE_PANES=1` the panes become the guardian's fixtures.
+#[test]
+fn gemini_that_ends_its_turn_without_reporting_is_seen_idle_and_reminded() {
+    let Some(gemini) = agent_cli::pinned_cli_or_skip("gemini", "Gemini CLI") else {
+        return;
+    };
+    let model = Arc::new(Forgetful::default());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = stand_in(seen.clone(), Behaviour::ForgetsToReport(model.clone()));
+    let (dir, _home, coord) = start(&gemini, &url, "[guardian]\nidle_nudge_secs = 6\n");
+    let tmux = TmuxServer::of(&coord);
+    let _on_failure = OnFailure {
+        api: "Gemini API",
+        seen: seen.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+    let mut panes = agent_cli::PaneFixtures::new("gemini", &gemini, &tmux);
+    let id = coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team in GEMINI_WAS_HERE.md",
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    agent_cli::assert_seen_idle_and_reminded(&coord, dir.path(), &id, &model, &mut panes);
 }
