@@ -11,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod events;
 pub mod guardian;
+pub mod hook;
 pub mod logging;
 pub mod mcp;
 pub mod mcp_config;

@@ -10,6 +10,11 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "shim") && std::env::args_os().len() == 2 {
         return hephaestus::shim::main();
     }
+    // A CLI's lifecycle hook runs this at every turn: as light as the shim.
+    let mut args = std::env::args();
+    if args.len() == 3 && args.nth(1).is_some_and(|a| a == "hook") {
+        return hephaestus::hook::main(&args.next().unwrap_or_default());
+    }
     // One TLS crypto provider for the process (HTTP clients panic without one).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let env = hephaestus::config::env_snapshot();

@@ -653,6 +653,16 @@ fn claude_code_that_ends_its_turn_without_reporting_is_seen_idle_and_reminded() 
         &stand_in.progress,
         &mut panes,
     );
+    // Claude Code's own Stop hook said the turn was over, ahead of its screen.
+    let changes: Vec<String> = common::scripted::events_with_detail(dir.path())
+        .into_iter()
+        .filter(|(_, k, _)| k == "state_changed")
+        .map(|(_, _, m)| m)
+        .collect();
+    assert!(
+        changes.iter().any(|m| m.starts_with("idle (Stop hook:")),
+        "{changes:?}"
+    );
 }
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {

@@ -203,3 +203,58 @@ fn an_agent_that_ignores_its_reminders_is_stuck_and_ended_as_configured() {
         "never reported\n"
     );
 }
+
+/// `hephaestus hook EVENT`, as a CLI's hook runs it: it never fails the CLI (exit 0 whatever
+/// happens) but says on stderr why the coordinator did not hear it; a hook from an agent with
+/// a wrong token is refused.
+#[test]
+fn a_hook_never_fails_its_cli_and_says_why_it_was_not_heard() {
+    let (dir, _worktrees) = agent_project_with_flags("");
+    let coord = Coordinator::start(dir.path());
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = common::command(dir.path());
+        cmd.args(["hook", "Stop"])
+            .env_remove("HEPHAESTUS_SOCKET")
+            .env_remove("HEPHAESTUS_AGENT_ID")
+            .env_remove("HEPHAESTUS_AGENT_TOKEN")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(br#"{"hook_event_name":"Stop"}"#)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "a hook must not fail its CLI");
+        assert!(out.stdout.is_empty(), "a hook's stdout is read by its CLI");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&[]);
+    assert!(err.contains("HEPHAESTUS_SOCKET is not set"), "{err}");
+    let (agent, _token) = {
+        let r = coord.cli(&["agents", "register", "--name", "mine"]);
+        (
+            r["agent"]["id"].as_str().unwrap().to_string(),
+            r["token"].as_str().unwrap().to_string(),
+        )
+    };
+    let socket = coord.socket.display().to_string();
+    let err = run(&[
+        ("HEPHAESTUS_SOCKET", socket.as_str()),
+        ("HEPHAESTUS_AGENT_ID", agent.as_str()),
+        ("HEPHAESTUS_AGENT_TOKEN", "not-its-token"),
+    ]);
+    assert!(err.contains("wrong or missing token"), "{err}");
+    let gone = dir.path().join("no.sock").display().to_string();
+    let err = run(&[
+        ("HEPHAESTUS_SOCKET", gone.as_str()),
+        ("HEPHAESTUS_AGENT_ID", agent.as_str()),
+        ("HEPHAESTUS_AGENT_TOKEN", "x"),
+    ]);
+    assert!(err.contains("cannot reach the coordinator"), "{err}");
+}

@@ -79,6 +79,8 @@ pub enum Command {
     },
     /// MCP stdio server for agent CLIs (forwards to the coordinator)
     Shim,
+    /// Run by an agent CLI's lifecycle hook: tells the coordinator EVENT happened (input on stdin)
+    Hook { event: String },
     /// Show workflows, tasks by status and agents
     Status,
     /// Create, list, show and assign tasks
@@ -155,6 +157,7 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                     .cloned(),
             }));
         }
+        Command::Hook { event } => return Ok(crate::hook::main(&event)),
         Command::McpConfig { client } => {
             let exe = std::env::current_exe().context("cannot find the hephaestus executable")?;
             print!(

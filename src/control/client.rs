@@ -19,12 +19,29 @@ pub struct Client {
 
 impl Client {
     pub fn connect(socket: &Path) -> Result<Client> {
+        Self::handshake(UnixStream::connect(socket).map_err(|e| {
+            anyhow!(
+                "cannot reach the coordinator at {}: {e}; start it with `hephaestus serve`",
+                socket.display()
+            )
+        })?)
+    }
+
+    /// Connects and gives up on any read or write that takes longer than `limit` (for callers
+    /// that must not hang, like a CLI's hook).
+    pub fn connect_within(socket: &Path, limit: std::time::Duration) -> Result<Client> {
         let stream = UnixStream::connect(socket).map_err(|e| {
             anyhow!(
                 "cannot reach the coordinator at {}: {e}; start it with `hephaestus serve`",
                 socket.display()
             )
         })?;
+        stream.set_read_timeout(Some(limit))?;
+        stream.set_write_timeout(Some(limit))?;
+        Self::handshake(stream)
+    }
+
+    fn handshake(stream: UnixStream) -> Result<Client> {
         let mut write = stream.try_clone()?;
         let hello = Hello {
             hephaestus: PROTOCOL_VERSION,

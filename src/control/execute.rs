@@ -38,6 +38,7 @@ pub(super) async fn execute(state: &Shared, req: Request) -> Answer {
         | Request::AgentKill { .. }
         | Request::AgentSend { .. }
         | Request::AgentAnswer { .. }
+        | Request::AgentHook { .. }
         | Request::AgentGc
         | Request::AgentRegister { .. } => agents(state, req).await,
         Request::MemorySearch { .. }
@@ -197,6 +198,27 @@ async fn agents(state: &Shared, req: Request) -> Answer {
             answer(handle(state)?.send(&id, &text).await.map_err(refused)?)
         }
         Request::AgentAnswer { id, text } => answer(answer_question(state, &id, &text).await?),
+        Request::AgentHook {
+            agent_id,
+            token,
+            event,
+            payload,
+        } => {
+            store.authenticate(&agent_id, Some(&token))?;
+            let said = crate::guardian::hooks::state_of(&event, &payload);
+            if let Some((agent_state, why)) = said.clone() {
+                state.seen.hooked(
+                    &agent_id,
+                    crate::guardian::hooks::HookSignal {
+                        state: agent_state,
+                        event,
+                        why,
+                        at_ms: crate::time::now_ms(),
+                    },
+                );
+            }
+            answer(said.map(|(s, _)| s))
+        }
         Request::AgentGc => answer(handle(state)?.gc().await.map_err(refused)?),
         Request::AgentRegister { name, cli_type } => {
             let (agent, token) = store.register_agent(&name, cli_type.as_deref())?;
@@ -292,6 +314,11 @@ async fn read_now(state: &Shared, id: &str) -> Result<ReadNow, OpError> {
             unchanged_for: std::time::Duration::from_millis(unchanged_ms.unwrap_or(0).max(0) as u64),
             delivered,
         },
+    );
+    let reading = crate::guardian::hooks::merge(
+        reading,
+        state.seen.last_hook(&rt.agent_id).as_ref(),
+        seen.as_ref().map_or(now, |s| s.screen_changed_ms),
     );
     Ok(ReadNow {
         agent_id: rt.agent_id,

@@ -101,6 +101,14 @@ pub enum Request {
         id: String,
         text: String,
     },
+    /// A lifecycle hook an agent's CLI ran (`hephaestus hook EVENT`), with the hook's input.
+    AgentHook {
+        agent_id: String,
+        token: String,
+        event: String,
+        #[serde(default)]
+        payload: Value,
+    },
     /// Removes sessions and worktrees no live agent owns.
     AgentGc,
     MemorySearch {

@@ -1,6 +1,7 @@
 //! The guardian: it watches every managed agent and knows its state within a poll, without an
 //! LLM. Each poll it looks at every live agent's terminal (one tmux call each, on the blocking
-//! pool), reads the state with the agent's CLI's screen rules (`screen.rs`), and records each
+//! pool), reads the state with the agent's CLI's screen rules (`screen.rs`), weighed against the
+//! last lifecycle hook its CLI ran where it runs them (`hooks.rs`), and records each
 //! change in the agent's log, which puts it on the bus. What it last read is shared with the
 //! front ends (`seen.rs`).
 //!
@@ -10,6 +11,7 @@
 //! ended as `guardian.on_stuck` says. It reads through `agents/terminal.rs` and acts only through
 //! the handle.
 
+pub mod hooks;
 pub mod screen;
 pub mod seen;
 
@@ -164,6 +166,11 @@ impl Guardian {
                     unchanged_for: Duration::from_millis((now - changed_ms).max(0) as u64),
                     delivered,
                 },
+            );
+            let reading = hooks::merge(
+                reading,
+                self.state.seen.last_hook(&rt.agent_id).as_ref(),
+                changed_ms,
             );
             let message = format!("{} ({}: {})", reading.state, reading.rule, reading.why);
             if self

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::hooks::HookSignal;
 use super::screen::Reading;
 
 /// One agent's state as last read, since when, and when its screen last changed.
@@ -21,11 +22,28 @@ pub struct Sighting {
 }
 
 #[derive(Clone, Default)]
-pub struct Seen(Arc<Mutex<HashMap<String, Sighting>>>);
+pub struct Seen {
+    sightings: Arc<Mutex<HashMap<String, Sighting>>>,
+    /// The last lifecycle hook each agent's CLI ran (`hooks.rs`).
+    hooks: Arc<Mutex<HashMap<String, HookSignal>>>,
+}
 
 impl Seen {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sighting>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.sightings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hooks(&self) -> std::sync::MutexGuard<'_, HashMap<String, HookSignal>> {
+        self.hooks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the hook an agent's CLI just ran.
+    pub fn hooked(&self, agent_id: &str, signal: HookSignal) {
+        self.hooks().insert(agent_id.to_string(), signal);
+    }
+
+    pub fn last_hook(&self, agent_id: &str) -> Option<HookSignal> {
+        self.hooks().get(agent_id).cloned()
     }
 
     pub fn get(&self, agent_id: &str) -> Option<Sighting> {
@@ -64,5 +82,6 @@ impl Seen {
     /// Keeps only the agents in `live`.
     pub fn retain(&self, live: &std::collections::HashSet<String>) {
         self.lock().retain(|id, _| live.contains(id));
+        self.hooks().retain(|id, _| live.contains(id));
     }
 }

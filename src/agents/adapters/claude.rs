@@ -84,8 +84,35 @@ fn claude_state(
         ),
         (
             l.agent_dir.join("settings.json"),
-            serde_json::to_string_pretty(&json!({"skipDangerousModePermissionPrompt": true}))
-                .expect("json"),
+            serde_json::to_string_pretty(&json!({
+                "skipDangerousModePermissionPrompt": true,
+                "hooks": hooks(l),
+            }))
+            .expect("json"),
         ),
     ]
+}
+
+/// Claude Code's lifecycle hooks, each running `hephaestus hook EVENT` as this agent: the
+/// guardian's most trusted word on whether a turn runs, ended or waits for a permission. The
+/// identity is in the command itself (the file is the agent's own, private, like its
+/// `mcp.json`), so nothing depends on what reaches the hook's environment.
+fn hooks(l: &AgentLaunch) -> serde_json::Value {
+    let identity: Vec<String> = super::shim_env(l)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", shell_quote(&v)))
+        .collect();
+    let exe = shell_quote(&l.exe.display().to_string());
+    let mut hooks = serde_json::Map::new();
+    for event in crate::guardian::hooks::CLAUDE_EVENTS {
+        let command = format!("{} {exe} hook {event}", identity.join(" "));
+        let entry = json!({"hooks": [{"type": "command", "command": command, "timeout": 5}]});
+        let entry = if *event == "PreToolUse" {
+            json!({"matcher": "*", "hooks": entry["hooks"]})
+        } else {
+            entry
+        };
+        hooks.insert(event.to_string(), json!([entry]));
+    }
+    serde_json::Value::Object(hooks)
 }

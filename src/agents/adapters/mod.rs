@@ -452,6 +452,15 @@ mod tests {
         let settings: serde_json::Value =
             serde_json::from_str(file(&spec, "settings.json")).unwrap();
         assert_eq!(settings["skipDangerousModePermissionPrompt"], true);
+        // Each lifecycle hook tells the coordinator, as this agent.
+        let stop = settings["hooks"]["Stop"][0]["hooks"][0]["command"]
+            .as_str()
+            .unwrap();
+        assert!(
+            stop.contains("HEPHAESTUS_AGENT_TOKEN='tok") && stop.ends_with(" hook Stop"),
+            "{stop}"
+        );
+        assert_eq!(settings["hooks"]["PreToolUse"][0]["matcher"], "*");
     }
 
     #[test]
