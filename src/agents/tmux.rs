@@ -20,13 +20,29 @@ pub struct Glance {
 #[derive(Debug, Clone)]
 pub struct Tmux {
     socket: String,
+    /// Tagged on every session this handle starts (`@hephaestus_owner`), so that a sweep ends
+    /// only the sessions of this coordinator, whatever else shares the server.
+    owner: Option<String>,
 }
+
+/// The tmux user option that names the coordinator a session belongs to.
+const OWNER_OPTION: &str = "@hephaestus_owner";
 
 impl Tmux {
     /// A handle on the private tmux server named `socket` (a name, not a path).
     pub fn new(socket: impl Into<String>) -> Tmux {
         Tmux {
             socket: socket.into(),
+            owner: None,
+        }
+    }
+
+    /// The same server; the sessions it starts are tagged as `owner`'s, and only those are
+    /// listed as its own.
+    pub fn owned_by(self, owner: impl Into<String>) -> Tmux {
+        Tmux {
+            owner: Some(owner.into()),
+            ..self
         }
     }
 
@@ -109,6 +125,17 @@ impl Tmux {
             cmd.arg("-e").arg(format!("{k}={v}"));
         }
         cmd.arg(command);
+        if let Some(owner) = &self.owner {
+            // The session's pane as the target: tmux 3.3 refuses a bare `=name` here.
+            cmd.args([
+                ";",
+                "set-option",
+                "-t",
+                &format!("={name}:"),
+                OWNER_OPTION,
+                owner,
+            ]);
+        }
         let out = cmd
             .output()
             .context("cannot run tmux: is it installed and on PATH?")?;
@@ -227,16 +254,25 @@ impl Tmux {
         Ok(())
     }
 
-    /// Names of all sessions on this private server.
+    /// Names of the sessions on this server that are this handle's owner's: tagged as its,
+    /// or untagged (started before sessions were tagged). Another owner's are never listed.
     pub fn list_sessions(&self) -> Result<Vec<String>> {
-        let out = self.run(&["list-sessions", "-F", "#{session_name}"])?;
+        let format = format!("#{{session_name}}\t#{{{OWNER_OPTION}}}");
+        let out = self.run(&["list-sessions", "-F", &format])?;
         if !out.status.success() {
             // No server running means no sessions.
             return Ok(Vec::new());
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
-            .map(str::to_string)
+            .filter_map(|line| {
+                let (name, tag) = line.split_once('\t').unwrap_or((line, ""));
+                let ours = match &self.owner {
+                    Some(owner) => tag.is_empty() || tag == owner,
+                    None => true,
+                };
+                ours.then(|| name.to_string())
+            })
             .collect())
     }
 
@@ -273,6 +309,31 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         false
+    }
+
+    #[test]
+    fn each_owner_lists_only_its_own_sessions_on_a_shared_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = format!("hephaestus-test-owners-{}", std::process::id());
+        let a = Tmux::new(socket.clone()).owned_by("/projects/a/.hephaestus");
+        let b = Tmux::new(socket.clone()).owned_by("/projects/b/.hephaestus");
+        let env = BTreeMap::new();
+        a.new_session("hep-a1", dir.path(), "cat", &env, (80, 24))
+            .unwrap();
+        b.new_session("hep-b1", dir.path(), "cat", &env, (80, 24))
+            .unwrap();
+        // Started before sessions were tagged: either may sweep it.
+        Tmux::new(socket.clone())
+            .new_session("hep-old", dir.path(), "cat", &env, (80, 24))
+            .unwrap();
+        let mut listed = a.list_sessions().unwrap();
+        listed.sort();
+        assert_eq!(listed, ["hep-a1", "hep-old"]);
+        let mut listed = b.list_sessions().unwrap();
+        listed.sort();
+        assert_eq!(listed, ["hep-b1", "hep-old"]);
+        assert_eq!(Tmux::new(socket).list_sessions().unwrap().len(), 3);
+        a.kill_server();
     }
 
     #[test]
