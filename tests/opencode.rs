@@ -10,10 +10,11 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use common::agent_cli::{self, OnFailure, Reply, Seen, TmuxServer};
-use common::git;
+use common::agent_cli::{self, Forgetful, OnFailure, Reply, Seen, TmuxServer};
+use common::{Coordinator, git};
 use serde_json::{Value, json};
 
 /// OpenCode names an MCP server's tools `<server>_<tool>`.
@@ -25,9 +26,18 @@ const NOTE_FILE: &str = "OPENCODE_WAS_HERE.md";
 const NOTE_TEXT: &str = "Written by the bash tool of OpenCode, scripted by the stand-in.";
 const API_KEY: &str = "sk-stand-in-opencode-0123456789";
 
+/// How the stand-in "model" goes about the task.
+enum Behaviour {
+    /// Reads the task, writes the note, reports it done.
+    Reports,
+    /// Thinks for `agent_cli::HOLD` over its first step, writes the note, then ends its turn
+    /// without reporting; it reports only once reminded.
+    ForgetsToReport(Arc<Forgetful>),
+}
+
 /// The script. The conversation is the state: the next step follows from the last tool the
 /// "model" called, so a retried request gets the same answer.
-fn script(request: &Value) -> Value {
+fn script(request: &Value, behaviour: &Behaviour) -> Value {
     let offered: Vec<&str> = request["tools"]
         .as_array()
         .into_iter()
@@ -45,6 +55,27 @@ fn script(request: &Value) -> Value {
         .flat_map(|m| m["tool_calls"].as_array().into_iter().flatten())
         .filter_map(|c| c["function"]["name"].as_str())
         .next_back();
+    let report = || call(UPDATE_STATUS, json!({"status": "done", "summary": SUMMARY}));
+    if let Behaviour::ForgetsToReport(model) = behaviour {
+        let reminded = request["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["role"] == "user")
+            .any(|m| agent_cli::content_text(&m["content"]).contains(agent_cli::REMINDER));
+        match last_call {
+            None => model.think(),
+            Some(GET_TASK | UPDATE_STATUS) => {}
+            Some(_) if reminded => {
+                model.reminded.store(true, Ordering::SeqCst);
+                return report();
+            }
+            Some(_) => {
+                model.ended_turn_unreported.store(true, Ordering::SeqCst);
+                return json!({"content": "The note is written."});
+            }
+        }
+    }
     match last_call {
         None => call(GET_TASK, json!({})),
         Some(GET_TASK) => call(
@@ -54,7 +85,7 @@ fn script(request: &Value) -> Value {
                 "description": "Leave a note for the team"
             }),
         ),
-        Some(SHELL) => call(UPDATE_STATUS, json!({"status": "done", "summary": SUMMARY})),
+        Some(SHELL) => report(),
         Some(_) => json!({"content": "The task is done and reported."}),
     }
 }
@@ -91,7 +122,7 @@ fn stream(delta: Value) -> String {
 }
 
 /// Serves `POST /v1/chat/completions` with the script; returns the API's base URL.
-fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
+fn stand_in(seen: Arc<Mutex<Seen>>, behaviour: Behaviour) -> String {
     let url = agent_cli::serve(move |req| {
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         {
@@ -110,7 +141,7 @@ fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
             }
         }
         if req.path.ends_with("/chat/completions") {
-            Reply::events(stream(script(&body)))
+            Reply::events(stream(script(&body, &behaviour)))
         } else {
             Reply::json(
                 404,
@@ -121,16 +152,17 @@ fn stand_in(seen: Arc<Mutex<Seen>>) -> String {
     format!("{url}/v1")
 }
 
-#[test]
-fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
-    let Some(opencode) = agent_cli::pinned_cli_or_skip("opencode", "OpenCode") else {
-        return;
-    };
-
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let url = stand_in(seen.clone());
-    let dir =
-        agent_cli::agent_project("cli = \"opencode\"\nmodel = \"standin/stand-in-model\"", "");
+/// A project whose agents are OpenCode with the stand-in at `url` as the user's own provider,
+/// and its coordinator; `tables` go into `hephaestus.toml`.
+fn start(
+    opencode: &std::path::Path,
+    url: &str,
+    tables: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, Coordinator) {
+    let dir = agent_cli::agent_project(
+        "cli = \"opencode\"\nmodel = \"standin/stand-in-model\"",
+        tables,
+    );
     // A fresh HOME whose global OpenCode config has what a user of their own endpoint has: a
     // provider. The agents' config adds only our server to it.
     let home = tempfile::tempdir().unwrap();
@@ -154,6 +186,18 @@ fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
         &["OPENCODE", "OPENAI_", "XDG_"],
         &[("HOME", home_dir.as_str())],
     );
+    (dir, home, coord)
+}
+
+#[test]
+fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
+    let Some(opencode) = agent_cli::pinned_cli_or_skip("opencode", "OpenCode") else {
+        return;
+    };
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = stand_in(seen.clone(), Behaviour::Reports);
+    let (dir, _home, coord) = start(&opencode, &url, "");
     let tmux = TmuxServer::of(&coord);
     let _on_failure = OnFailure {
         api: "Chat Completions",
@@ -200,4 +244,37 @@ fn opencode_reads_its_task_and_reports_it_done_through_the_shim() {
             "merged",
         ],
     );
+}
+
+/// The guardian on the real OpenCode pane: working while the model thinks, idle once the turn
+/// ends without a report, then a reminder typed in, which the model acts on: the task is done.
+/// With `HEPHAESTUS_CAPTURE_PANES=1` the panes become the guardian's fixtures.
+#[test]
+fn opencode_that_ends_its_turn_without_reporting_is_seen_idle_and_reminded() {
+    let Some(opencode) = agent_cli::pinned_cli_or_skip("opencode", "OpenCode") else {
+        return;
+    };
+    let model = Arc::new(Forgetful::default());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = stand_in(seen.clone(), Behaviour::ForgetsToReport(model.clone()));
+    let (dir, _home, coord) = start(&opencode, &url, "[guardian]\nidle_nudge_secs = 6\n");
+    let tmux = TmuxServer::of(&coord);
+    let _on_failure = OnFailure {
+        api: "Chat Completions",
+        seen: seen.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+    let mut panes = agent_cli::PaneFixtures::new("opencode", &opencode, &tmux);
+    let id = coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team in OPENCODE_WAS_HERE.md",
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    agent_cli::assert_seen_idle_and_reminded(&coord, dir.path(), &id, &model, &mut panes);
 }
