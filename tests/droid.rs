@@ -321,11 +321,12 @@ fn droid_connects_to_the_mcp_config_snippet_in_the_users_factory_home() {
 }
 
 /// The agent manager with `cli = "droid"`, no Factory login: the real CLI, started in tmux with
-/// the adapter's command line, stops at its login screen, and the task fails with what the
-/// terminal showed. When this stops failing that way, Droid runs without a login and the
-/// manager can drive it end to end like Claude Code and Codex.
+/// the adapter's command line, stops at its login screen, which the guardian reads as a blocked
+/// screen, and the task fails with what the terminal showed. When this stops failing that way,
+/// Droid runs without a login and the manager can drive it end to end like Claude Code and
+/// Codex. With `HEPHAESTUS_CAPTURE_PANES=1` the login pane becomes the guardian's fixture.
 #[test]
-fn droid_without_a_factory_login_fails_its_task_with_the_login_screen() {
+fn droid_without_a_factory_login_is_seen_blocked_and_fails_its_task_with_the_login_screen() {
     let Some(droid) = agent_cli::find_cli("droid") else {
         eprintln!("skipped: Droid is not installed; .ci/run installs it");
         return;
@@ -357,12 +358,20 @@ fn droid_without_a_factory_login_fails_its_task_with_the_login_screen() {
         &[("HOME", home_dir.as_str())],
     );
     let tmux = agent_cli::TmuxServer::of(&coord);
+    let mut panes = agent_cli::PaneFixtures::new("droid", &droid, &tmux);
     let id = coord.create_task("Leave a note for the team");
     let deadline = Instant::now() + Duration::from_secs(240);
+    let mut seen_blocked = false;
     let task = loop {
         let t = coord.cli(&["task", "show", &id]);
         if t["status"] == "failed" {
             break t;
+        }
+        if !seen_blocked
+            && agent_cli::managed_agent_state(&coord).is_some_and(|s| s == "blocked_screen")
+        {
+            seen_blocked = true;
+            panes.capture("login", "blocked_screen", false);
         }
         assert!(
             Instant::now() < deadline,
@@ -371,6 +380,10 @@ fn droid_without_a_factory_login_fails_its_task_with_the_login_screen() {
         );
         std::thread::sleep(Duration::from_millis(250));
     };
+    assert!(
+        seen_blocked,
+        "the guardian never read the login screen as blocked_screen"
+    );
     let reason = task["failure_reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("Please login with your Factory account to continue."),
