@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod events;
 pub mod guardian;
 pub mod hook;
+pub mod llm;
 pub mod logging;
 pub mod mcp;
 pub mod mcp_config;

@@ -19,6 +19,8 @@ pub struct AppState {
     pub agents: Option<AgentsHandle>,
     /// What the guardian last read of each agent.
     pub seen: crate::guardian::seen::Seen,
+    /// The chat models the components may ask (each may be off).
+    pub llm: crate::llm::Llm,
 }
 
 impl AppState {
@@ -29,6 +31,7 @@ impl AppState {
         agents: Option<AgentsHandle>,
     ) -> AppState {
         AppState {
+            llm: crate::llm::Llm::new(config.llm.clone(), store.clone(), config.data_dir.clone()),
             events: Events::new(store.clone()),
             memory,
             store,

@@ -178,6 +178,58 @@ text_enum! {
     what = "agent state";
 }
 
+text_enum! {
+    /// What asked a chat model (`llm/`), as the usage rows name it.
+    pub enum LlmComponent {
+        Guardian = "guardian",
+        Conductor = "conductor",
+        Validator = "validator",
+    }
+    what = "LLM component";
+}
+
+text_enum! {
+    /// Where a call's cost came from.
+    pub enum CostSource {
+        /// The provider said what it cost.
+        Provider = "provider",
+        /// Tokens times the price table.
+        PriceTable = "price_table",
+        /// Neither: the model is not in the price table.
+        Unknown = "unknown",
+    }
+    what = "cost source";
+}
+
+text_enum! {
+    /// Why the guardian's judgement wants an agent steered.
+    pub enum SteeringType {
+        /// Going round in circles, or making no progress.
+        Stuck = "stuck",
+        /// Working on something other than its task.
+        Drifting = "drifting",
+        /// Breaking a constraint of its task or phase.
+        ViolatingConstraints = "violating_constraints",
+        /// Building far more than the task asks.
+        OverEngineering = "over_engineering",
+        /// Misreading its task.
+        Confused = "confused",
+        /// Done, or waiting, without saying so.
+        Idle = "idle",
+    }
+    what = "steering type";
+}
+
+text_enum! {
+    /// What came of a steer typed into an agent.
+    pub enum SteerOutcome {
+        /// It acted on it (a tool call after the message).
+        Followed = "followed",
+        Ignored = "ignored",
+    }
+    what = "steer outcome";
+}
+
 impl AgentState {
     /// What the person must do for an agent in this state, when only they can move it on.
     pub fn needs_person(self) -> Option<&'static str> {
@@ -241,6 +293,10 @@ text_enum! {
         Stuck = "stuck",
         /// A person's answer to the question its dialog asked was typed in.
         Answered = "answered",
+        /// The guardian's LLM judged its work (the message has the score and summary).
+        Analysed = "analysed",
+        /// The guardian's guidance was typed in.
+        Steered = "steered",
     }
     what = "event kind";
 }

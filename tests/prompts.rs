@@ -14,12 +14,22 @@ fn every_prompt_file_is_embedded() {
             "agent_system.md",
             "agent_task.md",
             "conflict_task.md",
+            "guardian_judgement.md",
+            "guardian_question.md",
             "mcp_instructions.md",
             "nudge_report.md"
         ],
         "embed new prompt files where they are used"
     );
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(
+        read("guardian_judgement.md"),
+        hephaestus::agents::prompt::GUARDIAN_JUDGEMENT
+    );
+    assert_eq!(
+        read("guardian_question.md"),
+        hephaestus::agents::prompt::GUARDIAN_QUESTION
+    );
     assert_eq!(
         read("agent_system.md"),
         hephaestus::agents::prompt::AGENT_SYSTEM

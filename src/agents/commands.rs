@@ -25,6 +25,9 @@ impl AgentManager {
                 Command::Nudge { agent, text, reply } => {
                     let _ = reply.send(me.nudge(&agent, &text).await);
                 }
+                Command::Guide { agent, text, reply } => {
+                    let _ = reply.send(me.guide(&agent, &text).await);
+                }
                 Command::Answer {
                     agent,
                     keys,
@@ -95,6 +98,38 @@ impl AgentManager {
             } else {
                 "reminded to report its task; it did not act on it"
             },
+        )?;
+        Ok(acted)
+    }
+
+    /// Types the guardian's guidance and confirms the agent acted on it.
+    async fn guide(&self, agent_id: &str, text: &str) -> Result<bool> {
+        let rt = self.state.store.agent_runtime(agent_id)?;
+        let Some(session) = rt
+            .tmux_session
+            .clone()
+            .filter(|_| rt.status != AgentStatus::Terminated)
+        else {
+            bail!("agent {agent_id} is not running");
+        };
+        if !self.claim_busy(agent_id) {
+            bail!("agent {agent_id} is starting or finishing right now");
+        }
+        let acted = self.type_and_confirm(agent_id, &session, text).await;
+        self.set_busy(agent_id, false);
+        let acted = acted?;
+        self.state.events.record(
+            agent_id,
+            rt.task_id.as_deref(),
+            EventKind::Steered,
+            &format!(
+                "{text} ({})",
+                if acted {
+                    "it acted on it"
+                } else {
+                    "it did not act on it"
+                }
+            ),
         )?;
         Ok(acted)
     }

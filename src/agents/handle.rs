@@ -38,6 +38,13 @@ pub enum Command {
         text: String,
         reply: oneshot::Sender<Result<bool>>,
     },
+    /// Type the guardian's guidance into an agent between turns and confirm it acted on it;
+    /// the answer says whether it did. `agent` is the full id.
+    Guide {
+        agent: String,
+        text: String,
+        reply: oneshot::Sender<Result<bool>>,
+    },
     /// Answer the question an agent's dialog asks: press `keys` (e.g. the free-text option's
     /// number), type `text` and Enter, and confirm it went on (made a tool call). `agent` is
     /// the full id.
@@ -136,6 +143,15 @@ impl AgentsHandle {
 
     pub async fn nudge(&self, agent: &str, text: &str) -> Result<bool> {
         self.ask(|reply| Command::Nudge {
+            agent: agent.to_string(),
+            text: text.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn guide(&self, agent: &str, text: &str) -> Result<bool> {
+        self.ask(|reply| Command::Guide {
             agent: agent.to_string(),
             text: text.to_string(),
             reply,

@@ -12,6 +12,9 @@ pub const AGENT_SYSTEM: &str = include_str!("../../prompts/agent_system.md");
 pub const AGENT_TASK: &str = include_str!("../../prompts/agent_task.md");
 /// The reminder typed into an agent whose turn ended without a report on its task.
 pub const NUDGE_REPORT: &str = include_str!("../../prompts/nudge_report.md");
+/// The guardian's LLM judgement: what it is asked to do, and the question about one agent.
+pub const GUARDIAN_JUDGEMENT: &str = include_str!("../../prompts/guardian_judgement.md");
+pub const GUARDIAN_QUESTION: &str = include_str!("../../prompts/guardian_question.md");
 /// The follow-up task queued when an agent's work conflicts with the base branch.
 pub const CONFLICT_TASK: &str = include_str!("../../prompts/conflict_task.md");
 

@@ -8,6 +8,7 @@ mod agents;
 mod memory;
 mod status;
 mod task;
+mod usage;
 mod workflow;
 
 use std::collections::HashMap;
@@ -100,6 +101,18 @@ pub enum Command {
     /// Search, list and reindex what agents learned
     #[command(subcommand)]
     Memory(MemoryCommand),
+    /// What the guardian's LLM judged of the agents, and the steers it typed
+    Guardian {
+        /// One agent (an id prefix)
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// What the chat models cost: tokens and USD, per component, workflow, task, agent or model
+    Usage {
+        /// Group by component, workflow, task, agent or model (one total without it)
+        #[arg(long)]
+        by: Option<crate::store::UsageBy>,
+    },
     /// Print the snippet that registers Hephaestus in an agent CLI
     McpConfig {
         #[arg(long, value_enum)]
@@ -168,6 +181,8 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
         }
         Command::Bench(args) => crate::bench::run(args)?,
         Command::Status => status::run(&out)?,
+        Command::Usage { by } => usage::run(&out, by)?,
+        Command::Guardian { agent } => usage::guardian(&out, agent)?,
         Command::Task(cmd) => task::run(&out, cmd)?,
         Command::Workflow(cmd) => workflow::run(&out, cmd)?,
         Command::Memory(cmd) => memory::run(&out, cmd)?,

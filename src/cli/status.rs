@@ -64,6 +64,16 @@ fn print_status(v: &Status) {
             );
         }
     }
+    match (&v.llm_guardian.model, &v.llm_guardian.off) {
+        (Some(model), _) => println!("guardian LLM: {model}"),
+        (None, why) => println!(
+            "guardian LLM: off ({}); screen rules and reminders work without it",
+            why.as_deref().unwrap_or("not configured")
+        ),
+    }
+    if let Some(u) = &v.llm_usage {
+        println!("LLM usage: {}", super::usage::line(u));
+    }
     let m = &v.memory;
     println!(
         "memory: {} indexed, {} pending · embedder {}{} · {}",

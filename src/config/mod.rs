@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 mod agents;
+pub mod llm;
 mod memory;
 
 use anyhow::{Context, Result, bail};
@@ -42,6 +43,7 @@ pub struct Config {
     pub agents: AgentSettings,
     pub memory: crate::memory::MemorySettings,
     pub guardian: GuardianSettings,
+    pub llm: llm::LlmSettings,
 }
 
 /// `[guardian]`: how agents are watched.
@@ -58,6 +60,13 @@ pub struct GuardianSettings {
     pub max_nudges: u32,
     /// What then becomes of its task.
     pub on_stuck: OnStuck,
+    /// With an LLM configured (`[llm]`): the least time between two judgements of one agent,
+    /// each only after its screen changed.
+    pub judge_every_secs: u64,
+    /// The least time between two steers typed into one agent.
+    pub steer_every_secs: u64,
+    /// The most of an agent's screen a judgement reads (its newest part).
+    pub max_pane_chars: usize,
 }
 
 /// What becomes of a stuck agent's task (`guardian.on_stuck`).
@@ -82,6 +91,9 @@ struct GuardianFile {
     idle_nudge_secs: Option<u64>,
     max_nudges: Option<u32>,
     on_stuck: Option<OnStuck>,
+    judge_every_secs: Option<u64>,
+    steer_every_secs: Option<u64>,
+    max_pane_chars: Option<usize>,
 }
 
 /// Keys accepted in `hephaestus.toml`; unknown keys are an error so typos do not pass silently.
@@ -97,6 +109,7 @@ struct FileConfig {
     agents: Option<AgentsFile>,
     memory: Option<MemoryFile>,
     guardian: Option<GuardianFile>,
+    llm: Option<llm::LlmFile>,
 }
 
 /// Values given on the command line; they win over everything else.
@@ -207,8 +220,12 @@ impl Config {
                 idle_nudge_secs: g.idle_nudge_secs.unwrap_or(20).max(1),
                 max_nudges: g.max_nudges.unwrap_or(2),
                 on_stuck: g.on_stuck.unwrap_or(OnStuck::Wait),
+                judge_every_secs: g.judge_every_secs.unwrap_or(120).max(1),
+                steer_every_secs: g.steer_every_secs.unwrap_or(300),
+                max_pane_chars: g.max_pane_chars.unwrap_or(6000).clamp(500, 100_000),
             }
         };
+        let llm = llm::resolve(file.llm.unwrap_or_default(), env)?;
         let agents = agents::resolve(
             file.agents.unwrap_or_default(),
             env,
@@ -220,6 +237,7 @@ impl Config {
         Ok(Config {
             memory,
             guardian,
+            llm,
             agents,
             project_root,
             data_dir,

@@ -41,6 +41,31 @@ pub(super) async fn execute(state: &Shared, req: Request) -> Answer {
         | Request::AgentHook { .. }
         | Request::AgentGc
         | Request::AgentRegister { .. } => agents(state, req).await,
+        Request::Usage { by } => answer(state.store.usage_totals(by)?),
+        Request::GuardianTimeline { agent } => {
+            let agent = match agent {
+                Some(prefix) => Some(
+                    crate::agents::resolve_agent(&state.store, &prefix)
+                        .map_err(refused)?
+                        .agent_id,
+                ),
+                None => None,
+            };
+            let analyses = state.store.analyses(agent.as_deref(), 200)?;
+            let steered: Vec<_> = analyses.iter().filter_map(|a| a.steer_outcome).collect();
+            answer(super::replies::GuardianTimeline {
+                llm: state
+                    .llm
+                    .describe(crate::states::LlmComponent::Guardian)
+                    .into(),
+                steers: steered.len() as u64,
+                followed: steered
+                    .iter()
+                    .filter(|o| **o == crate::states::SteerOutcome::Followed)
+                    .count() as u64,
+                analyses,
+            })
+        }
         Request::MemorySearch { .. }
         | Request::MemoryList { .. }
         | Request::MemoryReindex
@@ -69,6 +94,11 @@ fn status(state: &Shared) -> Answer {
         memory: state.memory.status(),
         tasks: store.task_counts(None)?,
         workflows: store.list_workflows(Some(WorkflowStatus::Active))?,
+        llm_guardian: state
+            .llm
+            .describe(crate::states::LlmComponent::Guardian)
+            .into(),
+        llm_usage: store.usage_totals(None)?.into_iter().next(),
         agent_states: agents
             .iter()
             .filter_map(|a| Some((a.id.clone(), state.seen.get(&a.id)?)))

@@ -111,6 +111,16 @@ pub enum Request {
     },
     /// Removes sessions and worktrees no live agent owns.
     AgentGc,
+    /// The guardian's judgements and steers, of one agent (id prefix) or all, newest first.
+    GuardianTimeline {
+        #[serde(default)]
+        agent: Option<String>,
+    },
+    /// Chat-model usage totals, grouped (or one total).
+    Usage {
+        #[serde(default)]
+        by: Option<crate::store::UsageBy>,
+    },
     MemorySearch {
         query: String,
         #[serde(default)]

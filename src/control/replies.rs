@@ -34,9 +34,46 @@ pub struct Status {
     pub workflows: Vec<WorkflowView>,
     /// Active agents.
     pub agents: Vec<AgentView>,
+    /// What the guardian's judgement asks, or why it is off.
+    pub llm_guardian: LlmUse,
+    /// Every chat-model call's usage, in one total (none before the first call).
+    #[serde(default)]
+    pub llm_usage: Option<crate::store::UsageTotal>,
     /// What the guardian last read of each active agent, by id.
     #[serde(default)]
     pub agent_states: BTreeMap<String, crate::guardian::seen::Sighting>,
+}
+
+/// `hephaestus guardian`: what the judgement said and what came of its steers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuardianTimeline {
+    pub llm: LlmUse,
+    /// Newest first.
+    pub analyses: Vec<crate::store::Analysis>,
+    pub steers: u64,
+    pub followed: u64,
+}
+
+/// A component's chat model: what it asks, or why it asks none and how to turn it on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LlmUse {
+    pub model: Option<String>,
+    pub off: Option<String>,
+}
+
+impl From<Result<String, String>> for LlmUse {
+    fn from(r: Result<String, String>) -> LlmUse {
+        match r {
+            Ok(model) => LlmUse {
+                model: Some(model),
+                off: None,
+            },
+            Err(why) => LlmUse {
+                model: None,
+                off: Some(why),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

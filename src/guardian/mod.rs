@@ -12,13 +12,14 @@
 //! the handle.
 
 pub mod hooks;
+pub mod judge;
 pub mod screen;
 pub mod seen;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -28,7 +29,7 @@ use crate::agents::terminal::Terminal;
 use crate::config::OnStuck;
 use crate::events::Event;
 use crate::state::Shared;
-use crate::states::{AgentState, EventKind};
+use crate::states::{AgentState, EventKind, LlmComponent, SteerOutcome};
 use screen::{Look, Rules};
 
 /// What the guardian remembers of one agent between polls.
@@ -38,9 +39,30 @@ struct Watched {
     /// Reminders typed for its task, and when the last one was.
     nudges: u32,
     last_nudge_ms: i64,
-    /// A reminder is being typed right now.
+    /// A reminder or a steer is being typed right now.
     nudging: Arc<AtomicBool>,
     stuck: bool,
+    /// The LLM judgement: when it last ran and the screen it read, whether one runs now, and
+    /// the steer it wants typed once the agent is between turns.
+    judged_ms: i64,
+    judged_screen: Option<String>,
+    judging: Arc<AtomicBool>,
+    steering: Arc<Mutex<Steering>>,
+    last_steer_ms: i64,
+}
+
+/// The steer a judgement wants typed, and the last one typed (shared with the judgements
+/// running meanwhile, so that none asks for the same guidance twice in a row).
+#[derive(Default)]
+struct Steering {
+    pending: Option<PendingSteer>,
+    typed_last: Option<String>,
+}
+
+/// Guidance the judgement wants typed, from the analysis that asked for it.
+struct PendingSteer {
+    analysis_id: i64,
+    text: String,
 }
 
 pub struct Guardian {
@@ -149,6 +171,11 @@ impl Guardian {
                 last_nudge_ms: 0,
                 nudging: Arc::new(AtomicBool::new(false)),
                 stuck: false,
+                judged_ms: 0,
+                judged_screen: None,
+                judging: Arc::new(AtomicBool::new(false)),
+                steering: Arc::default(),
+                last_steer_ms: 0,
             });
             if watched.screen_hash != hash {
                 watched.screen_hash = hash;
@@ -172,6 +199,7 @@ impl Guardian {
                 self.state.seen.last_hook(&rt.agent_id).as_ref(),
                 changed_ms,
             );
+            let state = reading.state;
             let message = format!("{} ({}: {})", reading.state, reading.rule, reading.why);
             if self
                 .state
@@ -186,9 +214,139 @@ impl Guardian {
                 );
             }
             if let Some(task_id) = rt.task_id.as_deref().filter(|_| delivered) {
+                self.judge(&rt.agent_id, task_id, &glance.screen, state, now);
+                self.steer(&rt.agent_id, state, now);
                 self.unstick(&rt.agent_id, task_id, now);
             }
         }
+    }
+
+    /// With an LLM configured: asks it about an agent whose screen changed since it last
+    /// asked (at most every `guardian.judge_every_secs`), and keeps the steer it wants.
+    fn judge(&mut self, agent_id: &str, task_id: &str, screen: &str, state: AgentState, now: i64) {
+        if self.state.llm.describe(LlmComponent::Guardian).is_err() {
+            return;
+        }
+        let settings = self.state.config.guardian.clone();
+        let Some(watched) = self.watched.get_mut(agent_id) else {
+            return;
+        };
+        if watched.judging.load(Ordering::SeqCst)
+            || now - watched.judged_ms < settings.judge_every_secs as i64 * 1000
+            || !matches!(
+                state,
+                AgentState::Working | AgentState::Idle | AgentState::Unknown
+            )
+            || watched.judged_screen.as_deref() == Some(screen)
+        {
+            return;
+        }
+        let Ok(task) = self.state.store.get_task(task_id) else {
+            return;
+        };
+        if !task.status.is_active() {
+            return;
+        }
+        let summaries: Vec<String> = self
+            .state
+            .store
+            .analyses(Some(agent_id), 3)
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .map(|a| a.summary)
+            .collect();
+        let question = judge::question(&judge::Seen {
+            task_id: &task.id,
+            description: &task.description,
+            done_definition: &task.done_definition,
+            state,
+            screen,
+            last_screen: watched.judged_screen.as_deref(),
+            summaries: &summaries,
+            max_chars: settings.max_pane_chars,
+        });
+        watched.judged_screen = Some(screen.to_string());
+        let Some(question) = question else {
+            return;
+        };
+        watched.judged_ms = now;
+        let (shared, running, pending) = (
+            self.state.clone(),
+            watched.judging.clone(),
+            watched.steering.clone(),
+        );
+        let call_for = crate::llm::CallFor {
+            workflow_id: task.workflow_id.clone(),
+            task_id: Some(task.id.clone()),
+            agent_id: Some(agent_id.to_string()),
+        };
+        running.store(true, Ordering::SeqCst);
+        let agent = agent_id.to_string();
+        tokio::spawn(async move {
+            match judge::judge(&shared.llm, &call_for, &question).await {
+                Ok(v) => keep_verdict(
+                    &shared,
+                    &agent,
+                    call_for.task_id.as_deref(),
+                    state,
+                    v,
+                    &pending,
+                ),
+                Err(e) => tracing::warn!(agent = %agent, "the guardian's judgement failed: {e}"),
+            }
+            running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Types the pending steer once the agent is between turns (at most every
+    /// `guardian.steer_every_secs`), and records whether it acted on it.
+    fn steer(&mut self, agent_id: &str, state: AgentState, now: i64) {
+        let every = self.state.config.guardian.steer_every_secs as i64 * 1000;
+        let Some(watched) = self.watched.get_mut(agent_id) else {
+            return;
+        };
+        if state != AgentState::Idle
+            || watched.nudging.load(Ordering::SeqCst)
+            || (watched.last_steer_ms > 0 && now - watched.last_steer_ms < every)
+        {
+            return;
+        }
+        let Some(agents) = self.state.agents.clone() else {
+            return;
+        };
+        let steer = {
+            let mut steering = lock(&watched.steering);
+            let Some(steer) = steering.pending.take() else {
+                return;
+            };
+            steering.typed_last = Some(steer.text.clone());
+            steer
+        };
+        watched.last_steer_ms = now;
+        let (busy, shared, agent) = (
+            watched.nudging.clone(),
+            self.state.clone(),
+            agent_id.to_string(),
+        );
+        busy.store(true, Ordering::SeqCst);
+        tracing::info!(agent = %agent, "typing the guardian's guidance");
+        tokio::spawn(async move {
+            match agents.guide(&agent, &steer.text).await {
+                Ok(acted) => {
+                    let outcome = if acted {
+                        SteerOutcome::Followed
+                    } else {
+                        SteerOutcome::Ignored
+                    };
+                    if let Err(e) = shared.store.record_steer(steer.analysis_id, outcome) {
+                        tracing::error!("cannot record the steer: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(agent = %agent, "cannot type the guidance: {e:#}"),
+            }
+            busy.store(false, Ordering::SeqCst);
+        });
     }
 
     /// An agent idle without a report for long enough is reminded, and after the last
@@ -274,4 +432,66 @@ impl Guardian {
             }
         });
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stores a verdict, puts it in the agent's log, and keeps the steer it asks for unless that
+/// is the guidance typed last (never the same message twice in a row); a verdict that needs no
+/// steer drops one still waiting.
+fn keep_verdict(
+    state: &Shared,
+    agent_id: &str,
+    task_id: Option<&str>,
+    agent_state: AgentState,
+    v: judge::Verdict,
+    steering: &Mutex<Steering>,
+) {
+    let stored = state.store.insert_analysis(&crate::store::NewAnalysis {
+        agent_id: agent_id.to_string(),
+        task_id: task_id.map(String::from),
+        agent_state,
+        alignment_score: v.alignment_score,
+        aligned: v.aligned,
+        needs_steering: v.needs_steering,
+        steering_type: v.steering_type,
+        message: v.message.clone(),
+        summary: v.summary.clone(),
+    });
+    let id = match stored {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("cannot store the guardian's analysis: {e}");
+            return;
+        }
+    };
+    let _ = state.events.record(
+        agent_id,
+        task_id,
+        EventKind::Analysed,
+        &format!(
+            "alignment {:.2}{}: {}",
+            v.alignment_score,
+            match v.steering_type {
+                Some(t) if v.needs_steering => format!(", {t}"),
+                _ => String::new(),
+            },
+            v.summary
+        ),
+    );
+    let mut steering = lock(steering);
+    let (true, Some(kind), Some(message)) = (v.needs_steering, v.steering_type, &v.message) else {
+        steering.pending = None;
+        return;
+    };
+    let text = judge::steer_text(kind, message);
+    if steering.typed_last.as_deref() == Some(text.as_str()) {
+        return;
+    }
+    steering.pending = Some(PendingSteer {
+        analysis_id: id,
+        text,
+    });
 }

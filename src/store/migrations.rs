@@ -1,7 +1,7 @@
 //! Numbered, append-only schema migrations. Never edit a shipped migration: add the next one.
 
 /// `(version, sql)`; applied in order inside one transaction each, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 const V1: &str = r#"
 CREATE TABLE workflow_definitions (
@@ -180,4 +180,44 @@ CREATE INDEX memories_created ON memories(created_at);
 const V5: &str = r#"
 ALTER TABLE memories ADD COLUMN token_ids BLOB;
 ALTER TABLE memories ADD COLUMN token_vectors BLOB;
+"#;
+
+/// One row per chat-model call the coordinator made (`llm/`): who asked, for what, and what it
+/// cost. No foreign keys: usage outlives the tasks and agents it was for.
+const V6: &str = r#"
+CREATE TABLE llm_usage (
+    id             INTEGER PRIMARY KEY,
+    at             INTEGER NOT NULL,
+    component      TEXT NOT NULL CHECK (component IN ('guardian', 'conductor', 'validator')),
+    workflow_id    TEXT,
+    task_id        TEXT,
+    agent_id       TEXT,
+    provider       TEXT NOT NULL,
+    model          TEXT NOT NULL,
+    input_tokens   INTEGER NOT NULL,
+    output_tokens  INTEGER NOT NULL,
+    cached_tokens  INTEGER NOT NULL DEFAULT 0,
+    cost_usd       REAL,
+    cost_source    TEXT NOT NULL CHECK (cost_source IN ('provider', 'price_table', 'unknown'))
+);
+CREATE INDEX llm_usage_at ON llm_usage(at);
+
+-- What the guardian's LLM judged of an agent at work, and the steer it typed, if any.
+CREATE TABLE guardian_analyses (
+    id               INTEGER PRIMARY KEY,
+    at               INTEGER NOT NULL,
+    agent_id         TEXT NOT NULL,
+    task_id          TEXT,
+    agent_state      TEXT NOT NULL,
+    alignment_score  REAL NOT NULL,
+    aligned          INTEGER NOT NULL,
+    needs_steering   INTEGER NOT NULL,
+    steering_type    TEXT CHECK (steering_type IN ('stuck', 'drifting', 'violating_constraints',
+                                                   'over_engineering', 'confused', 'idle')),
+    message          TEXT,
+    summary          TEXT NOT NULL,
+    steered_at       INTEGER,
+    steer_outcome    TEXT CHECK (steer_outcome IN ('followed', 'ignored'))
+);
+CREATE INDEX guardian_analyses_agent ON guardian_analyses(agent_id, at);
 "#;

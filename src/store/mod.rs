@@ -7,11 +7,13 @@
 //! as the write, so two callers can never both win (see `claim_*`).
 
 mod agents;
+mod analyses;
 mod memories;
 mod messages;
 mod migrations;
 mod runtime;
 mod tasks;
+mod usage;
 mod workflows;
 
 use std::path::Path;
@@ -23,9 +25,11 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::states::EventKind;
 
 pub use agents::{AgentKind, Authenticated};
+pub use analyses::{Analysis, NewAnalysis};
 pub use memories::{MemoryRow, MemoryVectors, NewMemory, StoredTokens, TokenBlobs};
 pub use runtime::AgentRuntime;
 pub use tasks::{NewTask, Reported, StatusUpdate, TaskFilter};
+pub use usage::{UsageBy, UsageRow, UsageTotal};
 pub use workflows::NewWorkflow;
 
 /// One entry of an agent's event log.
@@ -326,6 +330,26 @@ mod tests {
             ("workflows", "status", texts(WorkflowStatus::ALL)),
             ("phases", "status", texts(PhaseStatus::ALL)),
             ("memories", "memory_type", texts(MemoryType::ALL)),
+            (
+                "llm_usage",
+                "component",
+                texts(crate::states::LlmComponent::ALL),
+            ),
+            (
+                "llm_usage",
+                "cost_source",
+                texts(crate::states::CostSource::ALL),
+            ),
+            (
+                "guardian_analyses",
+                "steering_type",
+                texts(crate::states::SteeringType::ALL),
+            ),
+            (
+                "guardian_analyses",
+                "steer_outcome",
+                texts(crate::states::SteerOutcome::ALL),
+            ),
         ] {
             assert_eq!(
                 checked_values(&store, table, column),
