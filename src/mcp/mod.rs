@@ -131,9 +131,50 @@ pub fn router() -> &'static ToolRouter<McpSession> {
     &ROUTER
 }
 
-/// The tools as `tools/list` shows them (for snapshot tests and docs).
+/// The tools as `tools/list` shows them, built once. schemars marks unsigned integers with
+/// formats of its own (`uint`, `uint32`, `uint64`) that JSON Schema validators do not know:
+/// OpenCode's warns about each one, printed over its own screen. They go; the `minimum: 0`
+/// beside each says the same.
 pub fn tool_list() -> Vec<rmcp::model::Tool> {
-    router().list_all()
+    static TOOLS: LazyLock<Vec<rmcp::model::Tool>> = LazyLock::new(|| {
+        router()
+            .list_all()
+            .into_iter()
+            .map(|mut tool| {
+                tool.input_schema = std::sync::Arc::new(portable(&tool.input_schema));
+                tool.output_schema = tool
+                    .output_schema
+                    .map(|s| std::sync::Arc::new(portable(&s)));
+                tool
+            })
+            .collect()
+    });
+    TOOLS.clone()
+}
+
+fn portable(schema: &rmcp::model::JsonObject) -> rmcp::model::JsonObject {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map
+                    .get("format")
+                    .and_then(|f| f.as_str())
+                    .is_some_and(|f| f.starts_with("uint"))
+                {
+                    map.remove("format");
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::Value::Object(schema.clone());
+    strip(&mut v);
+    match v {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("an object stays an object"),
+    }
 }
 
 /// What `initialize` tells every agent about working with Hephaestus.
@@ -174,7 +215,7 @@ impl ServerHandler for McpSession {
             .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);
         Ok(rmcp::model::ListToolsResult {
             result_type: Some(rmcp::model::ResultType::COMPLETE),
-            tools: router().list_all(),
+            tools: tool_list(),
             meta: None,
             next_cursor: None,
             ttl_ms: cache_hints.then_some(0),
