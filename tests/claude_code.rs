@@ -78,6 +78,9 @@ enum Behaviour {
     RejectsKey,
 }
 
+/// The opening of the guardian's system prompt (`prompts/guardian_judgement.md`).
+const JUDGE_SYSTEM: &str = "You watch one AI coding agent at work for Hephaestus";
+
 /// What the `Asks` model asks.
 const QUESTION: &str = "Which file should the note go in?";
 
@@ -340,6 +343,21 @@ fn messages(body: &Value, behaviour: Behaviour, progress: &agent_cli::Forgetful)
         tools.len(),
         shape.join(" ")
     );
+    if agent_cli::content_text(&body["system"]).contains(JUDGE_SYSTEM) {
+        // Hephaestus's guardian, asking through `claude -p`: a verdict.
+        let answer = Answer {
+            id: next_id(),
+            text: json!({"alignment_score": 0.8, "aligned": true, "needs_steering": false,
+                         "summary": "writing the note"})
+            .to_string(),
+            tool: None,
+        };
+        let seen = Seen {
+            line: format!("{summary} (guardian judgement) -> verdict"),
+            tool_results: Vec::new(),
+        };
+        return (answer, seen);
+    }
     if !tools.contains(&GET_TASK) {
         // Claude Code's side requests (titles, topic checks, quota probes): a short plain answer.
         let answer = Answer {
@@ -789,4 +807,77 @@ fn claude_code_whose_key_is_refused_is_seen_in_error() {
             .any(|m| m.starts_with("error (api error, retrying:")),
         "{changes:?}"
     );
+}
+
+/// The guardian's model can be the user's own Claude Code, run headless (`claude -p`): no API
+/// key of its own. Its verdicts are read from the CLI's JSON, and its usage is counted as the
+/// CLI reports it.
+#[test]
+fn the_guardians_model_can_be_claude_code_run_headless() {
+    let Some(claude) = agent_cli::pinned_cli_or_skip("claude", "Claude Code") else {
+        return;
+    };
+    let stand_in = StandIn::start(Behaviour::ForgetsToReport);
+    let (dir, _home, coord) = start(
+        &claude,
+        &stand_in,
+        "[guardian]\nidle_nudge_secs = 6\njudge_every_secs = 1\n[llm]\nprovider = \"cli\"\ncommand = \"claude\"\n",
+        &[],
+    );
+    let tmux = TmuxServer::of(&coord);
+    let _on_failure = OnFailure {
+        log: stand_in.log.clone(),
+        tmux: &tmux,
+        coord: &coord,
+    };
+    let status = coord.cli_text(&["status"]);
+    assert!(status.contains("guardian LLM: claude -p"), "{status}");
+    let id = coord.cli(&[
+        "task",
+        "create",
+        "Leave a note for the team in CLAUDE_WAS_HERE.md",
+        "--done",
+        "the note is committed",
+    ])["task"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the task done", Duration::from_secs(180), || {
+        coord.cli(&["task", "show", &id])["status"] == "done"
+    });
+    let judged = stand_in
+        .log
+        .all()
+        .iter()
+        .filter(|s| s.line.contains("(guardian judgement)"))
+        .count() as u64;
+    assert!(judged >= 1, "the guardian never asked");
+    let timeline = coord.cli(&["guardian"]);
+    let analyses = timeline["analyses"].as_array().unwrap();
+    assert!(!analyses.is_empty(), "{timeline}");
+    assert_eq!(analyses[0]["summary"], "writing the note");
+    // The stand-in reports 100 input and 20 output tokens per request, and the CLI passes them on.
+    let by_model = coord.cli(&["usage", "--by", "model"]);
+    let cli = by_model
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == "cli claude")
+        .unwrap_or_else(|| panic!("{by_model}"));
+    assert_eq!(
+        cli["calls"].as_u64(),
+        Some(analyses.len() as u64),
+        "{by_model}"
+    );
+    assert_eq!(
+        cli["input_tokens"].as_u64(),
+        Some(100 * judged),
+        "{by_model}"
+    );
+    assert_eq!(
+        cli["output_tokens"].as_u64(),
+        Some(20 * judged),
+        "{by_model}"
+    );
+    let _ = dir;
 }
