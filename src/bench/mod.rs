@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 mod agents;
+mod guardian;
 mod memory;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -24,6 +25,8 @@ pub enum Suite {
     Agents,
     /// Memory search at 10k and 100k memories, saves, embedding throughput
     Memory,
+    /// Pane change to state change latency; LLM input per agent-hour
+    Guardian,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +61,15 @@ pub struct BenchArgs {
     /// Shim cold starts to time
     #[arg(long, default_value_t = 50)]
     cold_starts: usize,
+    /// guardian: screen flips each way (working, then idle)
+    #[arg(long, default_value_t = 20)]
+    flips: usize,
+    /// guardian: how often the guardian reads the screens
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+    /// guardian: the least time between two LLM judgements of one agent
+    #[arg(long, default_value_t = 120)]
+    judge_every_secs: u64,
 }
 
 pub(crate) struct Stats {
@@ -284,6 +296,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Suite::Mcp => run_in(&args, &exe, &dir),
         Suite::Agents => agents::run(&args, &exe, &dir),
         Suite::Memory => memory::run(&dir),
+        Suite::Guardian => guardian::run(&args, &exe, &dir),
     };
     let _ = std::fs::remove_dir_all(&dir);
     result
