@@ -297,6 +297,9 @@ text_enum! {
         Analysed = "analysed",
         /// The guardian's guidance was typed in.
         Steered = "steered",
+        /// Its work and another agent's change the same files (the message says whether a
+        /// merge of the two would conflict).
+        Overlap = "overlap",
     }
     what = "event kind";
 }

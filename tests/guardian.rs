@@ -258,3 +258,50 @@ fn a_hook_never_fails_its_cli_and_says_why_it_was_not_heard() {
     ]);
     assert!(err.contains("cannot reach the coordinator"), "{err}");
 }
+
+/// Two agents at work on the same file: the conductor compares their work as it stands (not
+/// yet committed), logs the overlap on both with the conflict a merge of the two would have,
+/// and `status` lists it.
+#[test]
+fn two_agents_changing_the_same_file_are_seen_to_overlap_before_either_merges() {
+    let (dir, _worktrees) = agent_project_with(
+        "--forget-to-report",
+        "\n[guardian]\nconductor_every_secs = 1\nidle_nudge_secs = 600\n",
+    );
+    with_rules(dir.path());
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "2"]);
+    let _tmux = TmuxServer::of(&coord);
+    create(&coord, "WRITE shared.txt: from the first\nSLEEP 2", &[]);
+    create(&coord, "WRITE shared.txt: from the second\nSLEEP 2", &[]);
+    wait_until("the overlap logged", Duration::from_secs(60), || {
+        events_with_detail(dir.path())
+            .iter()
+            .filter(|(_, k, _)| k == "overlap")
+            .count()
+            >= 2
+    });
+    let overlaps: Vec<(String, String)> = events_with_detail(dir.path())
+        .into_iter()
+        .filter(|(_, k, _)| k == "overlap")
+        .map(|(a, _, m)| (a, m))
+        .collect();
+    assert_ne!(overlaps[0].0, overlaps[1].0, "logged on both agents");
+    assert!(
+        overlaps[0]
+            .1
+            .ends_with("both change shared.txt; merging their work would conflict on shared.txt"),
+        "{overlaps:?}"
+    );
+    let status = coord.cli_text(&["status"]);
+    assert!(
+        status.contains("overlap: agents ") && status.contains("conflict on shared.txt"),
+        "{status}"
+    );
+    // Logged once, not at every comparison.
+    std::thread::sleep(Duration::from_secs(3));
+    let again = events_with_detail(dir.path())
+        .iter()
+        .filter(|(_, k, _)| k == "overlap")
+        .count();
+    assert_eq!(again, 2);
+}

@@ -43,6 +43,9 @@ impl AgentManager {
                 } => {
                     let _ = reply.send(me.end_stuck(&agent, requeue).await);
                 }
+                Command::Overlaps { reply } => {
+                    let _ = reply.send(me.overlaps().await);
+                }
                 Command::Gc { reply } => {
                     let _ = reply.send(me.gc().await);
                 }
@@ -202,6 +205,41 @@ impl AgentManager {
             }
         }
         Ok(false)
+    }
+
+    /// Every live agent's work as it stands, compared pair by pair (on the blocking pool: it
+    /// reads every worktree).
+    async fn overlaps(&self) -> Result<Vec<crate::guardian::conductor::Overlap>> {
+        let mut work = Vec::new();
+        for rt in self.state.store.live_managed_agents()? {
+            if let (Some(path), Some(base)) = (
+                rt.worktree_path.clone(),
+                self.state.store.agent_base_commit(&rt.agent_id)?,
+            ) {
+                work.push((
+                    rt.agent_id,
+                    rt.task_id,
+                    std::path::PathBuf::from(path),
+                    base,
+                ));
+            }
+        }
+        if work.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let wt = self.worktrees.clone();
+        self.blocking(move || {
+            let mut snaps = Vec::new();
+            for (agent, task, path, base) in work {
+                // An agent whose worktree is being made or removed right now is left out.
+                match wt.snapshot(&path, &base) {
+                    Ok(s) => snaps.push((agent, task, s)),
+                    Err(e) => tracing::debug!(agent = %agent, "no snapshot: {e:#}"),
+                }
+            }
+            crate::guardian::conductor::overlaps(&snaps, |a, b| wt.forecast_conflicts(a, b))
+        })
+        .await
     }
 
     /// Ends an agent the guardian found stuck, as `guardian.on_stuck` says.

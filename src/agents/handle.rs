@@ -61,6 +61,10 @@ pub enum Command {
         requeue: bool,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// Where the live agents' work, as it stands, overlaps (the conductor's facts).
+    Overlaps {
+        reply: oneshot::Sender<Result<Vec<crate::guardian::conductor::Overlap>>>,
+    },
     /// Remove sessions, worktrees and dirs no live agent owns.
     Gc {
         reply: oneshot::Sender<Result<GcReport>>,
@@ -176,6 +180,10 @@ impl AgentsHandle {
             reply,
         })
         .await
+    }
+
+    pub async fn overlaps(&self) -> Result<Vec<crate::guardian::conductor::Overlap>> {
+        self.ask(|reply| Command::Overlaps { reply }).await
     }
 
     pub async fn gc(&self) -> Result<GcReport> {

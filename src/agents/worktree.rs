@@ -61,6 +61,17 @@ pub enum BaseRef {
     Commit(String),
 }
 
+/// An agent's work as it stands (`Worktrees::snapshot`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The tree its files make now.
+    pub tree: String,
+    /// Where it started.
+    pub base_commit: String,
+    /// The paths that differ from there, sorted.
+    pub changed: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorktreeInfo {
     pub path: PathBuf,
@@ -348,6 +359,92 @@ impl Worktrees {
         Ok(MergeOutcome::Merged {
             commit: commit.to_string(),
         })
+    }
+
+    /// An agent's work as it stands, committed or not, for the conductor: the tree its files
+    /// make now (written to the object store; its index on disk is left as it is) and the paths
+    /// that differ from the commit it started from.
+    pub fn snapshot(&self, worktree: &Path, base_commit: &str) -> Result<Snapshot> {
+        let repo = Repository::open(worktree)
+            .with_context(|| format!("no git worktree at {}", worktree.display()))?;
+        let same_repo = fs::canonicalize(repo.commondir()).is_ok_and(|dir| dir == self.git_dir);
+        if !repo.is_worktree() || !same_repo {
+            bail!(
+                "{} is not an agent worktree of {}",
+                worktree.display(),
+                self.git_dir.display()
+            );
+        }
+        for rule in copied_ignore_rules(&repo)? {
+            repo.add_ignore_rule(&rule)
+                .with_context(|| format!("ignoring copied file in {}", worktree.display()))?;
+        }
+        // The index in memory only: staging here must not change what the agent staged.
+        let mut index = repo
+            .index()
+            .with_context(|| format!("reading the index of {}", worktree.display()))?;
+        index
+            .add_all(["*"], IndexAddOption::DEFAULT, None)
+            .with_context(|| format!("reading the files of {}", worktree.display()))?;
+        index
+            .update_all(["*"], None)
+            .with_context(|| format!("reading the deletions in {}", worktree.display()))?;
+        let tree_id = index
+            .write_tree()
+            .with_context(|| format!("writing the tree of {}", worktree.display()))?;
+        let base = repo
+            .find_commit(Oid::from_str(base_commit).context("a base commit id")?)
+            .with_context(|| format!("reading base commit {base_commit}"))?;
+        let tree = repo.find_tree(tree_id)?;
+        let diff = repo
+            .diff_tree_to_tree(Some(&base.tree()?), Some(&tree), None)
+            .with_context(|| format!("comparing {} with its base", worktree.display()))?;
+        let mut changed: Vec<String> = diff
+            .deltas()
+            .filter_map(|d| d.new_file().path().or_else(|| d.old_file().path()))
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        changed.sort();
+        changed.dedup();
+        Ok(Snapshot {
+            tree: tree_id.to_string(),
+            base_commit: base_commit.to_string(),
+            changed,
+        })
+    }
+
+    /// The paths on which merging two agents' work, as it stands, would conflict: the two
+    /// trees merged in memory over the merge base of where they started. Nothing is written
+    /// but objects.
+    pub fn forecast_conflicts(&self, a: &Snapshot, b: &Snapshot) -> Result<Vec<String>> {
+        let repo = self.repo()?;
+        let (base_a, base_b) = (
+            Oid::from_str(&a.base_commit)?,
+            Oid::from_str(&b.base_commit)?,
+        );
+        let ancestor = repo
+            .merge_base(base_a, base_b)
+            .with_context(|| format!("the merge base of {base_a} and {base_b}"))?;
+        let ancestor = repo.find_commit(ancestor)?.tree()?;
+        let (tree_a, tree_b) = (
+            repo.find_tree(Oid::from_str(&a.tree)?)?,
+            repo.find_tree(Oid::from_str(&b.tree)?)?,
+        );
+        let merged = repo
+            .merge_trees(&ancestor, &tree_a, &tree_b, None)
+            .context("merging the two agents' trees")?;
+        let mut files = Vec::new();
+        if merged.has_conflicts() {
+            for conflict in merged.conflicts()? {
+                let conflict = conflict?;
+                if let Some(entry) = conflict.our.or(conflict.their).or(conflict.ancestor) {
+                    files.push(String::from_utf8_lossy(&entry.path).into_owned());
+                }
+            }
+        }
+        files.sort();
+        files.dedup();
+        Ok(files)
     }
 
     /// The commit a branch points at (full hex).
@@ -974,6 +1071,46 @@ mod tests {
         assert!(format!("{:#}", again.unwrap_err()).contains("already exists"));
         // The user's checkout is still on trunk.
         assert_eq!(fx.wt.current_branch().unwrap(), "trunk");
+    }
+
+    #[test]
+    fn two_agents_work_is_compared_as_it_stands_without_touching_their_index() {
+        let fx = fixture();
+        let a = fx
+            .wt
+            .create("aaaa0001", &BaseRef::Branch("trunk".into()), &[])
+            .unwrap();
+        let b = fx
+            .wt
+            .create("bbbb0002", &BaseRef::Branch("trunk".into()), &[])
+            .unwrap();
+        // Both change a.txt's second line, differently, uncommitted; b also adds a file.
+        write(&a.path, "a.txt", "one\nTWO (a)\nthree\n");
+        write(&b.path, "a.txt", "one\nTWO (b)\nthree\n");
+        write(&b.path, "new.txt", "b's\n");
+        let index_before =
+            fs::read(Repository::open(&a.path).unwrap().path().join("index")).unwrap();
+        let sa = fx.wt.snapshot(&a.path, &a.base_commit).unwrap();
+        let sb = fx.wt.snapshot(&b.path, &b.base_commit).unwrap();
+        assert_eq!(sa.changed, ["a.txt"]);
+        assert_eq!(sb.changed, ["a.txt", "new.txt"]);
+        assert_eq!(
+            fs::read(Repository::open(&a.path).unwrap().path().join("index")).unwrap(),
+            index_before,
+            "the agent's index is left as it was"
+        );
+        assert_eq!(fx.wt.forecast_conflicts(&sa, &sb).unwrap(), ["a.txt"]);
+        // Changes to different lines of the same file merge cleanly: an overlap, no conflict.
+        write(&b.path, "a.txt", "one\ntwo\nthree\nfour (b)\n");
+        let sb = fx.wt.snapshot(&b.path, &b.base_commit).unwrap();
+        assert!(fx.wt.forecast_conflicts(&sa, &sb).unwrap().is_empty());
+        assert!(
+            fx.wt
+                .snapshot(&fx.workdir, &a.base_commit)
+                .unwrap_err()
+                .to_string()
+                .contains("is not an agent worktree")
+        );
     }
 
     #[test]

@@ -64,6 +64,9 @@ fn print_status(v: &Status) {
             );
         }
     }
+    for o in &v.overlaps {
+        println!("  overlap: {}", o.describe());
+    }
     match (&v.llm_guardian.model, &v.llm_guardian.off) {
         (Some(model), _) => println!("guardian LLM: {model}"),
         (None, why) => println!(

@@ -67,6 +67,8 @@ pub struct GuardianSettings {
     pub steer_every_secs: u64,
     /// The most of an agent's screen a judgement reads (its newest part).
     pub max_pane_chars: usize,
+    /// How often the live agents' work is compared for overlaps (with two or more at work).
+    pub conductor_every_secs: u64,
 }
 
 /// What becomes of a stuck agent's task (`guardian.on_stuck`).
@@ -94,6 +96,7 @@ struct GuardianFile {
     judge_every_secs: Option<u64>,
     steer_every_secs: Option<u64>,
     max_pane_chars: Option<usize>,
+    conductor_every_secs: Option<u64>,
 }
 
 /// Keys accepted in `hephaestus.toml`; unknown keys are an error so typos do not pass silently.
@@ -223,6 +226,7 @@ impl Config {
                 judge_every_secs: g.judge_every_secs.unwrap_or(120).max(1),
                 steer_every_secs: g.steer_every_secs.unwrap_or(300),
                 max_pane_chars: g.max_pane_chars.unwrap_or(6000).clamp(500, 100_000),
+                conductor_every_secs: g.conductor_every_secs.unwrap_or(30).max(1),
             }
         };
         let llm = llm::resolve(file.llm.unwrap_or_default(), env)?;

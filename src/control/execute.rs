@@ -99,6 +99,7 @@ fn status(state: &Shared) -> Answer {
             .describe(crate::states::LlmComponent::Guardian)
             .into(),
         llm_usage: store.usage_totals(None)?.into_iter().next(),
+        overlaps: state.seen.overlaps(),
         agent_states: agents
             .iter()
             .filter_map(|a| Some((a.id.clone(), state.seen.get(&a.id)?)))

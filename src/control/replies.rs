@@ -39,6 +39,9 @@ pub struct Status {
     /// Every chat-model call's usage, in one total (none before the first call).
     #[serde(default)]
     pub llm_usage: Option<crate::store::UsageTotal>,
+    /// Where live agents' work overlaps, as the conductor last found it.
+    #[serde(default)]
+    pub overlaps: Vec<crate::guardian::conductor::Overlap>,
     /// What the guardian last read of each active agent, by id.
     #[serde(default)]
     pub agent_states: BTreeMap<String, crate::guardian::seen::Sighting>,

@@ -11,6 +11,7 @@
 //! ended as `guardian.on_stuck` says. It reads through `agents/terminal.rs` and acts only through
 //! the handle.
 
+pub mod conductor;
 pub mod hooks;
 pub mod judge;
 pub mod screen;
@@ -59,6 +60,9 @@ struct Steering {
     typed_last: Option<String>,
 }
 
+/// Per pair of agents, the files and conflicts last logged for it.
+type LoggedOverlaps = HashMap<[String; 2], (Vec<String>, Vec<String>)>;
+
 /// Guidance the judgement wants typed, from the analysis that asked for it.
 struct PendingSteer {
     analysis_id: i64,
@@ -74,6 +78,11 @@ pub struct Guardian {
     watched: HashMap<String, Watched>,
     /// Agents that were handed their first message, followed from the bus.
     delivered: HashSet<String>,
+    /// The conductor: when it last compared the agents' work, whether it does now, and the
+    /// overlaps already logged (so each is logged once, and again only when it changes).
+    conducted_ms: i64,
+    conducting: Arc<AtomicBool>,
+    logged_overlaps: Arc<Mutex<LoggedOverlaps>>,
     events: broadcast::Receiver<Event>,
 }
 
@@ -88,6 +97,9 @@ impl Guardian {
             rules: HashMap::new(),
             watched: HashMap::new(),
             delivered: HashSet::new(),
+            conducted_ms: 0,
+            conducting: Arc::default(),
+            logged_overlaps: Arc::default(),
         }
     }
 
@@ -153,6 +165,7 @@ impl Guardian {
         self.watched.retain(|id, _| live.contains(id));
         self.delivered.retain(|id| live.contains(id));
         self.state.seen.retain(&live);
+        self.conduct(crate::time::now_ms(), live.len());
         for rt in agents {
             let Some(session) = rt.tmux_session.as_deref() else {
                 continue;
@@ -219,6 +232,61 @@ impl Guardian {
                 self.unstick(&rt.agent_id, task_id, now);
             }
         }
+    }
+
+    /// With two or more agents at work, compares their work every
+    /// `guardian.conductor_every_secs` and logs each new overlap on both agents.
+    fn conduct(&mut self, now: i64, live: usize) {
+        if live < 2 {
+            if !self.state.seen.overlaps().is_empty() {
+                self.state.seen.set_overlaps(Vec::new());
+            }
+            return;
+        }
+        let every = self.state.config.guardian.conductor_every_secs as i64 * 1000;
+        if self.conducting.load(Ordering::SeqCst) || now - self.conducted_ms < every {
+            return;
+        }
+        let Some(agents) = self.state.agents.clone() else {
+            return;
+        };
+        self.conducted_ms = now;
+        let (running, shared, logged) = (
+            self.conducting.clone(),
+            self.state.clone(),
+            self.logged_overlaps.clone(),
+        );
+        running.store(true, Ordering::SeqCst);
+        tokio::spawn(async move {
+            match agents.overlaps().await {
+                Ok(found) => {
+                    let mut logged = lock(&logged);
+                    for o in &found {
+                        let seen = (o.files.clone(), o.conflicts.clone());
+                        if logged.get(&o.agents) == Some(&seen) {
+                            continue;
+                        }
+                        let text = o.describe();
+                        for (agent, task) in o.agents.iter().zip(&o.tasks) {
+                            let _ = shared.events.record(
+                                agent,
+                                task.as_deref(),
+                                EventKind::Overlap,
+                                &text,
+                            );
+                        }
+                        tracing::info!("{text}");
+                        logged.insert(o.agents.clone(), seen);
+                    }
+                    logged.retain(|pair, _| found.iter().any(|o| &o.agents == pair));
+                    shared.seen.set_overlaps(found);
+                }
+                Err(e) => {
+                    tracing::debug!("the conductor could not compare the agents' work: {e:#}")
+                }
+            }
+            running.store(false, Ordering::SeqCst);
+        });
     }
 
     /// With an LLM configured: asks it about an agent whose screen changed since it last

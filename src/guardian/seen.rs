@@ -26,6 +26,8 @@ pub struct Seen {
     sightings: Arc<Mutex<HashMap<String, Sighting>>>,
     /// The last lifecycle hook each agent's CLI ran (`hooks.rs`).
     hooks: Arc<Mutex<HashMap<String, HookSignal>>>,
+    /// Where live agents' work overlaps, as the conductor last found it.
+    overlaps: Arc<Mutex<Vec<super::conductor::Overlap>>>,
 }
 
 impl Seen {
@@ -44,6 +46,17 @@ impl Seen {
 
     pub fn last_hook(&self, agent_id: &str) -> Option<HookSignal> {
         self.hooks().get(agent_id).cloned()
+    }
+
+    pub fn set_overlaps(&self, found: Vec<super::conductor::Overlap>) {
+        *self.overlaps.lock().unwrap_or_else(|e| e.into_inner()) = found;
+    }
+
+    pub fn overlaps(&self) -> Vec<super::conductor::Overlap> {
+        self.overlaps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn get(&self, agent_id: &str) -> Option<Sighting> {

@@ -79,6 +79,19 @@ impl Store {
             })
     }
 
+    /// The commit an agent's worktree started from, once it has one.
+    pub fn agent_base_commit(&self, agent_id: &str) -> OpResult<Option<String>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT base_commit FROM agents WHERE id = ?1",
+                params![agent_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     /// Managed agents that hold a tmux session and are not terminated.
     pub fn live_managed_agents(&self) -> OpResult<Vec<AgentRuntime>> {
         let conn = self.lock();
