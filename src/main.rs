@@ -11,9 +11,9 @@ fn main() -> ExitCode {
         return hephaestus::shim::main();
     }
     // A CLI's lifecycle hook runs this at every turn: as light as the shim.
-    let mut args = std::env::args();
-    if args.len() == 3 && args.nth(1).is_some_and(|a| a == "hook") {
-        return hephaestus::hook::main(&args.next().unwrap_or_default());
+    let args: Vec<String> = std::env::args().collect();
+    if (args.len() == 3 || args.len() == 4) && args[1] == "hook" {
+        return hephaestus::hook::main(&args[2], args.get(3).map(std::path::Path::new));
     }
     // One TLS crypto provider for the process (HTTP clients panic without one).
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -31,7 +31,14 @@ impl AppState {
         agents: Option<AgentsHandle>,
     ) -> AppState {
         AppState {
-            llm: crate::llm::Llm::new(config.llm.clone(), store.clone(), config.data_dir.clone()),
+            llm: crate::llm::Llm::new(
+                config.llm.clone(),
+                store.clone(),
+                std::env::temp_dir().join(format!(
+                    "hephaestus-llm-{}",
+                    config.agents.tmux_socket.trim_start_matches("hephaestus-")
+                )),
+            ),
             events: Events::new(store.clone()),
             memory,
             store,

@@ -109,6 +109,10 @@ fn a_drifting_agent_is_steered_once_and_every_call_is_counted() {
         "{task}"
     );
 
+    // A judgement may still be on its way when the task turns done.
+    wait_until("every call counted", Duration::from_secs(30), || {
+        usage(&coord)["calls"].as_u64() == Some(asked.lock().unwrap().0.len() as u64)
+    });
     let asked = asked.lock().unwrap();
     let calls = asked.0.len() as u64;
     assert!(calls >= 1);
@@ -205,6 +209,10 @@ fn an_invalid_verdict_is_repaired_once_and_both_calls_are_counted() {
     // Aligned: no steer; the reminder still gets the report.
     wait_until("the task done", Duration::from_secs(60), || {
         coord.cli(&["task", "show", &id])["status"] == "done"
+    });
+    wait_until("every call counted", Duration::from_secs(30), || {
+        let served = asked.lock().unwrap().0.len() as u64;
+        served.is_multiple_of(2) && usage(&coord)["calls"].as_u64() == Some(served)
     });
     let asked = asked.lock().unwrap();
     let calls = asked.0.len() as u64;

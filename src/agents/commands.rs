@@ -118,7 +118,7 @@ impl AgentManager {
         if !self.claim_busy(agent_id) {
             bail!("agent {agent_id} is starting or finishing right now");
         }
-        let acted = self.type_and_confirm(agent_id, &session, text).await;
+        let acted = self.type_and_watch(agent_id, &session, text).await;
         self.set_busy(agent_id, false);
         let acted = acted?;
         self.state.events.record(
@@ -158,7 +158,7 @@ impl AgentManager {
                 // The dialog redraws its free-text field before it takes the text.
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             }
-            self.type_and_confirm(agent_id, &session, text).await
+            self.type_and_watch(agent_id, &session, text).await
         }
         .await;
         self.set_busy(agent_id, false);
@@ -183,6 +183,29 @@ impl AgentManager {
                 "typed the answer into agent {agent_id}, but it has not acted on it yet; `agents explain` shows its screen"
             )
         })
+    }
+
+    /// Types a steer or an answer and says whether the agent went on: a tool call, or its
+    /// screen (or its CLI's hook) read as working since. Enter is never pressed again: in the
+    /// middle of a turn, or at the next dialog, a stray Enter would choose for the agent.
+    async fn type_and_watch(&self, agent_id: &str, session: &str, text: &str) -> Result<bool> {
+        let scratch = self.agent_dir(agent_id).join("paste.txt");
+        let timeout =
+            std::time::Duration::from_secs(self.state.config.agents.delivery_timeout_secs);
+        let before = self.progress.tool_calls(agent_id);
+        let typed_at = crate::time::now_ms();
+        self.terminal.send_line(session, text, &scratch).await?;
+        let (seen, id) = (self.state.seen.clone(), agent_id.to_string());
+        let waited = self
+            .wait_on_agent(session, timeout, move |p| {
+                p.tool_calls(&id) > before
+                    || seen.get(&id).is_some_and(|s| {
+                        s.reading.state == crate::states::AgentState::Working
+                            && s.since_ms >= typed_at
+                    })
+            })
+            .await?;
+        Ok(matches!(waited, super::delivery::Waited::Met))
     }
 
     async fn type_and_confirm(&self, agent_id: &str, session: &str, text: &str) -> Result<bool> {

@@ -81,7 +81,11 @@ pub enum Command {
     /// MCP stdio server for agent CLIs (forwards to the coordinator)
     Shim,
     /// Run by an agent CLI's lifecycle hook: tells the coordinator EVENT happened (input on stdin)
-    Hook { event: String },
+    Hook {
+        event: String,
+        /// The agent's identity file (else HEPHAESTUS_SOCKET, _AGENT_ID, _AGENT_TOKEN)
+        identity: Option<PathBuf>,
+    },
     /// Show workflows, tasks by status and agents
     Status,
     /// Create, list, show and assign tasks
@@ -170,7 +174,9 @@ pub fn run(cli: Cli, env: &HashMap<String, String>) -> Result<ExitCode> {
                     .cloned(),
             }));
         }
-        Command::Hook { event } => return Ok(crate::hook::main(&event)),
+        Command::Hook { event, identity } => {
+            return Ok(crate::hook::main(&event, identity.as_deref()));
+        }
         Command::McpConfig { client } => {
             let exe = std::env::current_exe().context("cannot find the hephaestus executable")?;
             print!(

@@ -180,20 +180,28 @@ fn target(
     {
         bail!("{section}: base_url {base_url:?} is not an http(s) URL");
     }
-    let key_env = f.api_key_env.clone().or(default_key.map(String::from));
+    // The provider's own key variable is read only for the provider's own URL: a key for
+    // OpenAI must not go to whatever else base_url names. Elsewhere a key is named by
+    // api_key_env, or there is none (a local Ollama or vLLM needs none).
+    let own_url = base_url == default_url;
+    let key_env = f
+        .api_key_env
+        .clone()
+        .or(default_key.filter(|_| own_url).map(String::from));
     let api_key = key_env
         .as_ref()
         .and_then(|k| env.get(k))
         .filter(|v| !v.trim().is_empty())
         .cloned();
-    // A local server (Ollama, vLLM) needs no key; a hosted one does, and says so when asked.
     if api_key.is_none()
-        && f.api_key_env.is_some()
         && let Some(k) = &key_env
     {
-        return Ok(Err(format!(
-            "the {component} LLM is off: {k} (its api_key_env) is not set"
-        )));
+        return Ok(Err(format!("the {component} LLM is off: {k} is not set")));
+    }
+    if api_key.is_some() && base_url.starts_with("http://") && !loopback(&base_url) {
+        bail!(
+            "{section}: base_url {base_url} is plain http to another host: the key would travel in clear; use https"
+        );
     }
     Ok(Ok(LlmTarget {
         provider,
@@ -201,9 +209,26 @@ fn target(
         model,
         api_key,
         command: f.command.clone().unwrap_or_else(|| "claude".to_string()),
-        timeout_secs: f.timeout_secs.unwrap_or(60).max(1),
-        max_retries: f.max_retries.unwrap_or(3),
+        timeout_secs: f.timeout_secs.unwrap_or(60).clamp(1, 600),
+        max_retries: f.max_retries.unwrap_or(3).min(10),
     }))
+}
+
+/// `http://localhost…`, `http://127.…` or `http://[::1]…`: the key stays on this machine.
+fn loopback(url: &str) -> bool {
+    let host = url
+        .trim_start_matches("http://")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let name = if host.starts_with('[') {
+        host.split(']').next().map(|h| h.trim_start_matches('['))
+    } else {
+        host.split(':').next()
+    }
+    .unwrap_or_default();
+    name == "localhost" || name.starts_with("127.") || name == "::1"
 }
 
 #[cfg(test)]
@@ -238,9 +263,8 @@ mod tests {
             ("big", Some("sk-1"))
         );
         assert_eq!(g.base_url, "https://api.openai.com/v1");
-        let c = s.target(LlmComponent::Conductor).unwrap();
-        assert_eq!(c.provider, ProviderKind::Anthropic);
-        assert_eq!(c.api_key, None, "no ANTHROPIC_API_KEY in this environment");
+        let c = s.target(LlmComponent::Conductor).unwrap_err();
+        assert!(c.contains("ANTHROPIC_API_KEY is not set"), "{c}");
         assert_eq!(s.target(LlmComponent::Validator).unwrap().model, "small");
     }
 
@@ -254,7 +278,35 @@ mod tests {
         assert!(
             s.target(LlmComponent::Guardian)
                 .unwrap_err()
-                .contains("MY_KEY (its api_key_env) is not set")
+                .contains("MY_KEY is not set")
+        );
+        // The hosted default with no key is off, not a stream of 401s.
+        let s = parse("provider = \"openai\"\nmodel = \"m\"\n", &[]).unwrap();
+        assert!(
+            s.target(LlmComponent::Guardian)
+                .unwrap_err()
+                .contains("OPENAI_API_KEY is not set")
+        );
+        // OpenAI's key does not go to another server unless named for it.
+        let s = parse(
+            "provider = \"openai\"\nmodel = \"m\"\nbase_url = \"https://openrouter.ai/api/v1\"\n",
+            &[("OPENAI_API_KEY", "sk-1")],
+        )
+        .unwrap();
+        assert_eq!(s.target(LlmComponent::Guardian).unwrap().api_key, None);
+        let err = parse(
+            "provider = \"openai\"\nmodel = \"m\"\nbase_url = \"http://10.0.0.5:8000/v1\"\napi_key_env = \"K\"\n",
+            &[("K", "secret")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("in clear"), "{err}");
+        assert!(
+            parse(
+                "provider = \"openai\"\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:8000/v1\"\napi_key_env = \"K\"\n",
+                &[("K", "secret")],
+            )
+            .is_ok()
         );
         let err = parse("provider = \"openai\"\n", &[])
             .unwrap_err()

@@ -390,6 +390,19 @@ async fn answer_question(state: &Shared, id: &str, text: &str) -> Result<String,
             now.agent_id, now.reading.state, now.reading.why
         )));
     }
+    let recipe = now
+        .rules
+        .rule(&now.reading.rule)
+        .and_then(|r| r.answer.as_ref());
+    // Typed into a menu of choices, any text followed by Enter picks the highlighted one,
+    // which in a permission dialog is "Yes": only a dialog whose rule says how is answered.
+    if now.reading.state == AgentState::BlockedPermission && recipe.is_none() {
+        return Err(OpError::Invalid(format!(
+            "agent {} waits at a permission dialog that cannot be answered by text; `hephaestus agents attach {}` to answer it yourself",
+            now.agent_id,
+            &now.agent_id[..8.min(now.agent_id.len())]
+        )));
+    }
     let keys =
         crate::guardian::screen::keys_before_answer(&now.rules, &now.reading.rule, &now.screen)
             .map_err(|e| OpError::Invalid(format!("agent {}: {e}", now.agent_id)))?;

@@ -89,7 +89,14 @@ pub fn merge(screen: Reading, hook: Option<&HookSignal>, screen_changed_ms: i64)
     if screen_is_specific && screen.state != hook.state {
         return screen;
     }
-    if screen_is_vague || screen.state == hook.state {
+    if screen.state == hook.state && !screen_is_vague {
+        // Both say so: the screen's rule keeps its name (it says how to answer a dialog).
+        return Reading {
+            why: format!("{}; the {} hook agrees", screen.why, hook.event),
+            ..screen
+        };
+    }
+    if screen_is_vague {
         return from_hook();
     }
     if screen_changed_ms > hook.at_ms + HOOK_STANDS_MS {
@@ -176,7 +183,8 @@ mod tests {
         );
         assert_eq!(r.state, AgentState::Idle);
         let r = merge(screen(AgentState::Idle, "prompt box"), Some(&stop), 10_100);
-        assert_eq!((r.state, r.rule.as_str()), (AgentState::Idle, "Stop hook"));
+        assert_eq!((r.state, r.rule.as_str()), (AgentState::Idle, "prompt box"));
+        assert!(r.why.contains("the Stop hook agrees"), "{}", r.why);
         assert_eq!(merge(screen(AgentState::Idle, "p"), None, 0).rule, "p");
     }
 

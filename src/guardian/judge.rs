@@ -85,13 +85,15 @@ pub fn new_part(screen: &str, last: Option<&str>, max_chars: usize) -> Option<(S
     let text = match last {
         None => lines.join("\n"),
         Some(last) => {
-            let mut before: HashMap<&str, usize> = HashMap::new();
+            // Lines compared without their digits: a spinner's timer and token count change
+            // every second, and are not news.
+            let mut before: HashMap<String, usize> = HashMap::new();
             for l in last.lines().map(str::trim_end) {
-                *before.entry(l).or_default() += 1;
+                *before.entry(without_digits(l)).or_default() += 1;
             }
             let mut fresh = Vec::new();
             for l in &lines {
-                match before.get_mut(l) {
+                match before.get_mut(&without_digits(l)) {
                     Some(n) if *n > 0 => *n -= 1,
                     _ => fresh.push(*l),
                 }
@@ -116,6 +118,10 @@ pub fn new_part(screen: &str, last: Option<&str>, max_chars: usize) -> Option<(S
     Some((text[start..].to_string(), last.is_some()))
 }
 
+fn without_digits(line: &str) -> String {
+    line.chars().filter(|c| !c.is_ascii_digit()).collect()
+}
+
 /// The question about one agent, or none when nothing on its screen is new.
 pub fn question(seen: &Seen<'_>) -> Option<String> {
     let (pane, continued) = new_part(seen.screen, seen.last_screen, seen.max_chars)?;
@@ -126,7 +132,8 @@ pub fn question(seen: &Seen<'_>) -> Option<String> {
         ("state", seen.state.to_string()),
         ("previous", seen.summaries.join("\n")),
         ("continued", if continued { "yes" } else { "" }.to_string()),
-        ("pane", pane),
+        // The screen goes in a fenced block its own text must not close.
+        ("pane", pane.replace("```", "'''")),
     ]);
     match prompt::render(prompt::GUARDIAN_QUESTION, &values) {
         Ok(q) => Some(q),
@@ -147,9 +154,20 @@ pub async fn judge(llm: &Llm, call_for: &CallFor, question: &str) -> Result<Verd
     .await
 }
 
-/// The text typed into the agent for a steer.
+/// The most of a model's message typed into an agent.
+const MAX_STEER_CHARS: usize = 500;
+
+/// The text typed into the agent for a steer: one line, no control characters, bounded.
 pub fn steer_text(kind: SteeringType, message: &str) -> String {
-    format!("[Hephaestus guardian: {kind}] {}", message.trim())
+    let clean: String = message
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_STEER_CHARS)
+        .collect();
+    format!("[Hephaestus guardian: {kind}] {clean}")
 }
 
 #[cfg(test)]
@@ -189,6 +207,19 @@ mod tests {
             "{part}"
         );
         assert_eq!(new_part(second, Some(second), 1000), None, "nothing new");
+        // A spinner's timer ticking is not news.
+        assert_eq!(
+            new_part(
+                "✻ Working… (12s · ↓ 340 tokens)",
+                Some("✻ Working… (11s · ↓ 298 tokens)"),
+                1000
+            ),
+            None
+        );
+        assert_eq!(
+            steer_text(SteeringType::Stuck, "stop\n\u{1b}[2J looping   now"),
+            "[Hephaestus guardian: stuck] stop [2J looping now"
+        );
         // Bounded, keeping the newest end.
         let long = "x".repeat(50) + "\nthe end";
         let (cut, _) = new_part(&long, None, 10).unwrap();

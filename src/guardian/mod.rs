@@ -228,7 +228,7 @@ impl Guardian {
             }
             if let Some(task_id) = rt.task_id.as_deref().filter(|_| delivered) {
                 self.judge(&rt.agent_id, task_id, &glance.screen, state, now);
-                self.steer(&rt.agent_id, state, now);
+                self.steer(&rt.agent_id, task_id, state, now);
                 self.unstick(&rt.agent_id, task_id, now);
             }
         }
@@ -300,7 +300,7 @@ impl Guardian {
             return;
         };
         if watched.judging.load(Ordering::SeqCst)
-            || now - watched.judged_ms < settings.judge_every_secs as i64 * 1000
+            || now - watched.judged_ms < (settings.judge_every_secs as i64).saturating_mul(1000)
             || !matches!(
                 state,
                 AgentState::Working | AgentState::Idle | AgentState::Unknown
@@ -369,13 +369,21 @@ impl Guardian {
 
     /// Types the pending steer once the agent is between turns (at most every
     /// `guardian.steer_every_secs`), and records whether it acted on it.
-    fn steer(&mut self, agent_id: &str, state: AgentState, now: i64) {
-        let every = self.state.config.guardian.steer_every_secs as i64 * 1000;
+    fn steer(&mut self, agent_id: &str, task_id: &str, state: AgentState, now: i64) {
+        let every = (self.state.config.guardian.steer_every_secs as i64).saturating_mul(1000);
+        let task_active = self
+            .state
+            .store
+            .get_task(task_id)
+            .is_ok_and(|t| t.status.is_active());
         let Some(watched) = self.watched.get_mut(agent_id) else {
             return;
         };
+        // A judgement of the screen as it is now may take the steer back: wait for it.
         if state != AgentState::Idle
+            || !task_active
             || watched.nudging.load(Ordering::SeqCst)
+            || watched.judging.load(Ordering::SeqCst)
             || (watched.last_steer_ms > 0 && now - watched.last_steer_ms < every)
         {
             return;
@@ -383,19 +391,22 @@ impl Guardian {
         let Some(agents) = self.state.agents.clone() else {
             return;
         };
-        let steer = {
+        // Counted as typed from now, so that a verdict arriving while it is typed does not ask
+        // for it again; put back if it could not be typed.
+        let (steer, typed_before) = {
             let mut steering = lock(&watched.steering);
             let Some(steer) = steering.pending.take() else {
                 return;
             };
-            steering.typed_last = Some(steer.text.clone());
-            steer
+            let before = steering.typed_last.replace(steer.text.clone());
+            (steer, before)
         };
         watched.last_steer_ms = now;
-        let (busy, shared, agent) = (
+        let (busy, shared, agent, steering) = (
             watched.nudging.clone(),
             self.state.clone(),
             agent_id.to_string(),
+            watched.steering.clone(),
         );
         busy.store(true, Ordering::SeqCst);
         tracing::info!(agent = %agent, "typing the guardian's guidance");
@@ -411,7 +422,14 @@ impl Guardian {
                         tracing::error!("cannot record the steer: {e}");
                     }
                 }
-                Err(e) => tracing::warn!(agent = %agent, "cannot type the guidance: {e:#}"),
+                Err(e) => {
+                    // Not typed (the agent was starting or finishing): it waits for the next
+                    // time the agent is between turns, unless a newer verdict replaced it.
+                    tracing::warn!(agent = %agent, "cannot type the guidance: {e:#}");
+                    let mut steering = lock(&steering);
+                    steering.typed_last = typed_before;
+                    steering.pending.get_or_insert(steer);
+                }
             }
             busy.store(false, Ordering::SeqCst);
         });

@@ -163,6 +163,11 @@ pub fn keys_before_answer(
         .then(|| digits.to_string())
     });
     match number {
+        // One key per option: "12" would be typed as 1, then 2.
+        Some(n) if n.len() > 1 => Err(format!(
+            "the dialog's option {:?} is number {n}; only options 1 to 9 can be picked by their key",
+            by.choose
+        )),
         Some(n) => Ok(vec![n]),
         None => Err(format!(
             "the dialog has no option {:?} to type an answer into",

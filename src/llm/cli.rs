@@ -1,7 +1,8 @@
 //! The `cli` provider: the user's own agent CLI run headless, so a subscription login needs no
-//! API key. Claude Code: `claude -p --output-format json`, with our system prompt, no tools and
-//! no saved session; the question goes in on stdin. The process is killed when the call times
-//! out.
+//! API key. Claude Code: `claude -p --output-format json`, with our system prompt, no tools, no
+//! MCP server and no saved session, in an empty private directory outside the project (so no
+//! project `CLAUDE.md` is read); the question goes in on stdin. The process is killed when the
+//! call times out.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,12 +21,13 @@ pub async fn complete(
     let program = &target.command;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(["-p", "--output-format", "json", "--no-session-persistence"])
-        .args(["--tools", ""])
+        .args(["--tools", "", "--strict-mcp-config"])
         .arg("--system-prompt")
         .arg(system);
     if !target.model.is_empty() {
         cmd.args(["--model", &target.model]);
     }
+    std::fs::create_dir_all(cwd).map_err(|e| format!("cannot make {}: {e}", cwd.display()))?;
     cmd.current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

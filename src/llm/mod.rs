@@ -55,7 +55,8 @@ pub struct Llm {
     /// Built at the first HTTP call: a coordinator whose components are all off needs none.
     http: std::sync::OnceLock<reqwest::Client>,
     store: Store,
-    /// Where a headless CLI runs (the data dir: no project instructions are read).
+    /// Where a headless CLI runs: an empty dir outside the project, so that the CLI reads no
+    /// project instructions.
     cli_dir: PathBuf,
 }
 

@@ -342,6 +342,11 @@ mod tests {
             ),
             (
                 "guardian_analyses",
+                "agent_state",
+                texts(crate::states::AgentState::ALL),
+            ),
+            (
+                "guardian_analyses",
                 "steering_type",
                 texts(crate::states::SteeringType::ALL),
             ),

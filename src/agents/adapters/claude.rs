@@ -19,6 +19,7 @@ pub(super) fn spec(l: &AgentLaunch, host: &Host, base: Base) -> Result<LaunchSpe
     let mcp = l.agent_dir.join("mcp.json");
     files.push((mcp.clone(), mcp_servers_json(l)));
     files.extend(claude_state(l, host, &mut env));
+    files.push((l.agent_dir.join(HOOK_IDENTITY), hook_identity(l)));
     // Without this Claude Code defers MCP tools behind a search tool.
     env.insert("ENABLE_TOOL_SEARCH".into(), "false".into());
     if host.is_root {
@@ -93,19 +94,24 @@ fn claude_state(
     ]
 }
 
-/// Claude Code's lifecycle hooks, each running `hephaestus hook EVENT` as this agent: the
-/// guardian's most trusted word on whether a turn runs, ended or waits for a permission. The
-/// identity is in the command itself (the file is the agent's own, private, like its
-/// `mcp.json`), so nothing depends on what reaches the hook's environment.
+/// Where a hook finds who it runs for, in the agent's private dir.
+const HOOK_IDENTITY: &str = "hook-identity.json";
+
+/// The agent's identity for `hephaestus hook`: in a file of the agent's private dir (like its
+/// `mcp.json`), because a command line is visible to every local user.
+fn hook_identity(l: &AgentLaunch) -> String {
+    serde_json::to_string_pretty(&super::shim_env(l)).expect("json")
+}
+
+/// Claude Code's lifecycle hooks, each running `hephaestus hook EVENT IDENTITY_FILE` as this
+/// agent: the guardian's most trusted word on whether a turn runs, ended or waits for a
+/// permission. Nothing secret is on the command line.
 fn hooks(l: &AgentLaunch) -> serde_json::Value {
-    let identity: Vec<String> = super::shim_env(l)
-        .into_iter()
-        .map(|(k, v)| format!("{k}={}", shell_quote(&v)))
-        .collect();
     let exe = shell_quote(&l.exe.display().to_string());
+    let identity = shell_quote(&l.agent_dir.join(HOOK_IDENTITY).display().to_string());
     let mut hooks = serde_json::Map::new();
     for event in crate::guardian::hooks::CLAUDE_EVENTS {
-        let command = format!("{} {exe} hook {event}", identity.join(" "));
+        let command = format!("{exe} hook {event} {identity}");
         let entry = json!({"hooks": [{"type": "command", "command": command, "timeout": 5}]});
         let entry = if *event == "PreToolUse" {
             json!({"matcher": "*", "hooks": entry["hooks"]})

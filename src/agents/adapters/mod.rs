@@ -456,10 +456,16 @@ mod tests {
         let stop = settings["hooks"]["Stop"][0]["hooks"][0]["command"]
             .as_str()
             .unwrap();
+        // Nothing secret on a command line other users can read: the identity is in a file.
         assert!(
-            stop.contains("HEPHAESTUS_AGENT_TOKEN='tok") && stop.ends_with(" hook Stop"),
+            !stop.contains("tok'")
+                && stop.contains(" hook Stop '")
+                && stop.ends_with("hook-identity.json'"),
             "{stop}"
         );
+        let identity: serde_json::Value =
+            serde_json::from_str(file(&spec, "hook-identity.json")).unwrap();
+        assert_eq!(identity["HEPHAESTUS_AGENT_TOKEN"], "tok'en");
         assert_eq!(settings["hooks"]["PreToolUse"][0]["matcher"], "*");
     }
 
