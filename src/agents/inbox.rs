@@ -18,7 +18,7 @@ impl AgentManager {
             return;
         };
         for rt in agents {
-            if self.is_busy(&rt.agent_id) || rt.task_id.is_none() {
+            if rt.task_id.is_none() {
                 continue;
             }
             let Ok(pending) = self.state.store.untyped_messages(&rt.agent_id) else {
@@ -40,8 +40,15 @@ impl AgentManager {
                     body
                 ));
             }
+            // Claimed while typing: a steer, an answer or a reminder typed at the same moment
+            // would land in the middle of this text.
+            if !self.claim_busy(&rt.agent_id) {
+                continue;
+            }
             let scratch = self.agent_dir(&rt.agent_id).join("paste.txt");
-            if let Err(e) = self.terminal.send_line(&session, &text, &scratch).await {
+            let typed = self.terminal.send_line(&session, &text, &scratch).await;
+            self.set_busy(&rt.agent_id, false);
+            if let Err(e) = typed {
                 tracing::warn!(agent = %rt.agent_id, "cannot type messages: {e:#}");
                 continue;
             }

@@ -52,17 +52,14 @@ pub(super) async fn execute(state: &Shared, req: Request) -> Answer {
                 None => None,
             };
             let analyses = state.store.analyses(agent.as_deref(), 200)?;
-            let steered: Vec<_> = analyses.iter().filter_map(|a| a.steer_outcome).collect();
+            let (steers, followed) = state.store.steer_counts(agent.as_deref())?;
             answer(super::replies::GuardianTimeline {
                 llm: state
                     .llm
                     .describe(crate::states::LlmComponent::Guardian)
                     .into(),
-                steers: steered.len() as u64,
-                followed: steered
-                    .iter()
-                    .filter(|o| **o == crate::states::SteerOutcome::Followed)
-                    .count() as u64,
+                steers,
+                followed,
                 analyses,
             })
         }

@@ -51,8 +51,9 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GuardianTimeline {
     pub llm: LlmUse,
-    /// Newest first.
+    /// The newest 200, newest first.
     pub analyses: Vec<crate::store::Analysis>,
+    /// Over all of them.
     pub steers: u64,
     pub followed: u64,
 }

@@ -48,6 +48,9 @@ struct Watched {
     judged_ms: i64,
     judged_screen: Option<String>,
     judging: Arc<AtomicBool>,
+    /// Judgements that failed in a row: each doubles the wait before the next (up to 32×),
+    /// so a provider that is down or a wrong key is not asked every interval.
+    judge_failures: Arc<std::sync::atomic::AtomicU32>,
     steering: Arc<Mutex<Steering>>,
     last_steer_ms: i64,
 }
@@ -187,6 +190,7 @@ impl Guardian {
                 judged_ms: 0,
                 judged_screen: None,
                 judging: Arc::new(AtomicBool::new(false)),
+                judge_failures: Arc::default(),
                 steering: Arc::default(),
                 last_steer_ms: 0,
             });
@@ -300,7 +304,10 @@ impl Guardian {
             return;
         };
         if watched.judging.load(Ordering::SeqCst)
-            || now - watched.judged_ms < (settings.judge_every_secs as i64).saturating_mul(1000)
+            || now - watched.judged_ms
+                < (settings.judge_every_secs as i64)
+                    .saturating_mul(1000)
+                    .saturating_mul(1 << watched.judge_failures.load(Ordering::SeqCst).min(5))
             || !matches!(
                 state,
                 AgentState::Working | AgentState::Idle | AgentState::Unknown
@@ -339,10 +346,11 @@ impl Guardian {
             return;
         };
         watched.judged_ms = now;
-        let (shared, running, pending) = (
+        let (shared, running, pending, failures) = (
             self.state.clone(),
             watched.judging.clone(),
             watched.steering.clone(),
+            watched.judge_failures.clone(),
         );
         let call_for = crate::llm::CallFor {
             workflow_id: task.workflow_id.clone(),
@@ -352,7 +360,14 @@ impl Guardian {
         running.store(true, Ordering::SeqCst);
         let agent = agent_id.to_string();
         tokio::spawn(async move {
-            match judge::judge(&shared.llm, &call_for, &question).await {
+            let verdict = judge::judge(&shared.llm, &call_for, &question).await;
+            match &verdict {
+                Ok(_) => failures.store(0, Ordering::SeqCst),
+                Err(_) => {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            match verdict {
                 Ok(v) => keep_verdict(
                     &shared,
                     &agent,

@@ -100,6 +100,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Steers typed (of one agent or all) and how many of them were followed.
+    pub fn steer_counts(&self, agent_id: Option<&str>) -> OpResult<(u64, u64)> {
+        let conn = self.lock();
+        let (typed, followed): (i64, i64) = conn.query_row(
+            "SELECT COUNT(steered_at), COALESCE(SUM(steer_outcome = 'followed'), 0)
+             FROM guardian_analyses WHERE ?1 IS NULL OR agent_id = ?1",
+            params![agent_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((typed as u64, followed as u64))
+    }
+
     /// The last steer typed into an agent, if any.
     pub fn last_steer(&self, agent_id: &str) -> OpResult<Option<Analysis>> {
         let conn = self.lock();
@@ -143,6 +155,8 @@ mod tests {
             .unwrap();
         assert!(store.last_steer("a").unwrap().is_none());
         store.record_steer(first, SteerOutcome::Followed).unwrap();
+        assert_eq!(store.steer_counts(None).unwrap(), (1, 1));
+        assert_eq!(store.steer_counts(Some("b")).unwrap(), (0, 0));
         let steer = store.last_steer("a").unwrap().unwrap();
         assert_eq!(steer.steer_outcome, Some(SteerOutcome::Followed));
         assert_eq!(steer.steering_type, Some(SteeringType::Drifting));

@@ -239,6 +239,11 @@ pub fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option
 /// when it is not installed (the test then passes without running). `label` names it for people.
 pub fn pinned_cli_or_skip(name: &str, label: &str) -> Option<PathBuf> {
     let Some(cli) = find_cli(name) else {
+        // CI installs every pinned CLI: there, a missing one is a broken install, not a skip.
+        assert!(
+            std::env::var_os("HEPHAESTUS_REQUIRE_AGENT_CLIS").is_none(),
+            "{label} ({name}) is not installed, and HEPHAESTUS_REQUIRE_AGENT_CLIS is set"
+        );
         eprintln!(
             "skipped: {label} is not installed (not on PATH, not in target/agent-clis); .ci/run installs it"
         );
