@@ -654,16 +654,7 @@ fn claude_code_that_ends_its_turn_without_reporting_is_seen_idle_and_reminded() 
         coord: &coord,
     };
     let mut panes = agent_cli::PaneFixtures::new("claude", &claude, &tmux);
-    let id = coord.cli(&[
-        "task",
-        "create",
-        "Leave a note for the team in CLAUDE_WAS_HERE.md",
-        "--done",
-        "the note is committed",
-    ])["task"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = agent_cli::queue_task(&coord, "Leave a note for the team in CLAUDE_WAS_HERE.md");
     agent_cli::assert_seen_idle_and_reminded(
         &coord,
         dir.path(),
@@ -707,16 +698,7 @@ fn claude_code_asking_the_person_a_question_is_seen_blocked_and_answered() {
         coord: &coord,
     };
     let mut panes = agent_cli::PaneFixtures::new("claude", &claude, &tmux);
-    let id = coord.cli(&[
-        "task",
-        "create",
-        "Leave a note for the team",
-        "--done",
-        "the note is committed",
-    ])["task"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = agent_cli::queue_task(&coord, "Leave a note for the team");
     let states = || agent_state(&coord).map(|(_, s)| s).unwrap_or_default();
     wait_for("the question seen", Duration::from_secs(120), || {
         states() == "blocked_question"
@@ -776,13 +758,7 @@ fn claude_code_whose_key_is_refused_is_seen_in_error() {
         coord: &coord,
     };
     let mut panes = agent_cli::PaneFixtures::new("claude", &claude, &tmux);
-    coord.cli(&[
-        "task",
-        "create",
-        "Leave a note for the team",
-        "--done",
-        "the note is committed",
-    ]);
+    agent_cli::queue_task(&coord, "Leave a note for the team");
     wait_for("the retry on screen", Duration::from_secs(120), || {
         tmux.panes().contains("retrying in")
     });
@@ -837,16 +813,7 @@ fn the_guardians_model_can_be_claude_code_run_headless() {
     };
     let status = coord.cli_text(&["status"]);
     assert!(status.contains("guardian LLM: claude -p"), "{status}");
-    let id = coord.cli(&[
-        "task",
-        "create",
-        "Leave a note for the team in CLAUDE_WAS_HERE.md",
-        "--done",
-        "the note is committed",
-    ])["task"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = agent_cli::queue_task(&coord, "Leave a note for the team in CLAUDE_WAS_HERE.md");
     wait_for("the task done", Duration::from_secs(180), || {
         coord.cli(&["task", "show", &id])["status"] == "done"
     });

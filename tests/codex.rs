@@ -271,15 +271,6 @@ fn codex_that_ends_its_turn_without_reporting_is_seen_idle_and_reminded() {
         coord: &coord,
     };
     let mut panes = agent_cli::PaneFixtures::new("codex", &codex, &tmux);
-    let id = coord.cli(&[
-        "task",
-        "create",
-        "Leave a note for the team in CODEX_WAS_HERE.md",
-        "--done",
-        "the note is committed",
-    ])["task"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = agent_cli::queue_task(&coord, "Leave a note for the team in CODEX_WAS_HERE.md");
     agent_cli::assert_seen_idle_and_reminded(&coord, dir.path(), &id, &model, &mut panes);
 }

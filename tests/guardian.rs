@@ -10,28 +10,9 @@ use std::time::Duration;
 use common::Coordinator;
 use common::agent_cli::TmuxServer;
 use common::scripted::{
-    agent_project_with, agent_project_with_flags, create, events_with_detail, wait_done_and_merged,
-    wait_until,
+    RULES, agent_project_with, agent_project_with_flags, create, events_with_detail,
+    wait_done_and_merged, wait_until, with_rules,
 };
-
-/// Rules for the scripted agent, as a project keeps them in `screen_rules/custom.toml`.
-const RULES: &str = r#"
-still_after_ms = 800
-
-[[rule]]
-name = "working line"
-state = "working"
-in = "bottom"
-lines = 1
-any = ["working:"]
-
-[[rule]]
-name = "turn-over prompt"
-state = "idle"
-in = "bottom"
-lines = 1
-all = ["turn over >"]
-"#;
 
 fn state_of(coord: &Coordinator, agent: &str) -> Option<String> {
     let agents = coord.cli(&["agents", "--all"]);
@@ -126,11 +107,6 @@ fn a_bad_rules_file_is_refused_with_its_path() {
         err.contains(&bad.display().to_string()) && err.contains("matches everything"),
         "{err}"
     );
-}
-
-fn with_rules(dir: &std::path::Path) {
-    std::fs::create_dir_all(dir.join("screen_rules")).unwrap();
-    std::fs::write(dir.join("screen_rules/custom.toml"), RULES).unwrap();
 }
 
 /// An agent idle at its prompt without reporting is reminded; it reports, and its task is

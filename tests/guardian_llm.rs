@@ -10,25 +10,8 @@ use std::time::Duration;
 
 use common::Coordinator;
 use common::agent_cli::{self, Reply, TmuxServer};
-use common::scripted::{agent_project_with, create, events_with_detail, wait_until};
+use common::scripted::{agent_project_with, create, events_with_detail, wait_until, with_rules};
 use serde_json::{Value, json};
-
-/// The scripted agent's screen, read by rules as a project keeps them.
-const RULES: &str = r#"
-still_after_ms = 600
-[[rule]]
-name = "working line"
-state = "working"
-in = "bottom"
-lines = 1
-any = ["working:"]
-[[rule]]
-name = "turn-over prompt"
-state = "idle"
-in = "bottom"
-lines = 1
-all = ["turn over >"]
-"#;
 
 const STEER: &str = "Write the tests first.";
 
@@ -43,8 +26,7 @@ fn project(flags: &str, llm: &str) -> tempfile::TempDir {
             "delivery_timeout_secs = 5\n[guardian]\nidle_nudge_secs = 4\njudge_every_secs = 1\nsteer_every_secs = 0\n[llm]\n{llm}"
         ),
     );
-    std::fs::create_dir_all(dir.path().join("screen_rules")).unwrap();
-    std::fs::write(dir.path().join("screen_rules/custom.toml"), RULES).unwrap();
+    with_rules(dir.path());
     dir
 }
 

@@ -105,16 +105,22 @@ impl AgentManager {
         Ok(acted)
     }
 
-    /// Types the guardian's guidance and confirms the agent acted on it.
-    async fn guide(&self, agent_id: &str, text: &str) -> Result<bool> {
+    /// An agent that still runs, and its session.
+    fn running(&self, agent_id: &str) -> Result<(AgentRuntime, String)> {
         let rt = self.state.store.agent_runtime(agent_id)?;
-        let Some(session) = rt
+        match rt
             .tmux_session
             .clone()
             .filter(|_| rt.status != AgentStatus::Terminated)
-        else {
-            bail!("agent {agent_id} is not running");
-        };
+        {
+            Some(session) => Ok((rt, session)),
+            None => bail!("agent {agent_id} is not running"),
+        }
+    }
+
+    /// Types the guardian's guidance and confirms the agent acted on it.
+    async fn guide(&self, agent_id: &str, text: &str) -> Result<bool> {
+        let (rt, session) = self.running(agent_id)?;
         if !self.claim_busy(agent_id) {
             bail!("agent {agent_id} is starting or finishing right now");
         }
@@ -139,14 +145,7 @@ impl AgentManager {
 
     /// Types a person's answer into the dialog an agent waits at and confirms it went on.
     async fn answer(&self, agent_id: &str, keys: &[String], text: &str) -> Result<String> {
-        let rt = self.state.store.agent_runtime(agent_id)?;
-        let Some(session) = rt
-            .tmux_session
-            .clone()
-            .filter(|_| rt.status != AgentStatus::Terminated)
-        else {
-            bail!("agent {agent_id} is not running");
-        };
+        let (rt, session) = self.running(agent_id)?;
         if !self.claim_busy(agent_id) {
             bail!(
                 "agent {agent_id} is starting or finishing right now; try again in a few seconds"

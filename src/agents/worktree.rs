@@ -209,33 +209,7 @@ impl Worktrees {
     /// and commits on its branch if anything changed. Returns the new commit id, or None when
     /// clean. Signature: the repo's configured user if any, else "Hephaestus <hephaestus@localhost>".
     pub fn checkpoint(&self, worktree: &Path, message: &str) -> Result<Option<String>> {
-        let repo = Repository::open(worktree)
-            .with_context(|| format!("no git worktree at {}", worktree.display()))?;
-        // Committing "everything" in the user's own checkout would be a disaster, so only a
-        // linked worktree of this repository is accepted.
-        let same_repo = fs::canonicalize(repo.commondir()).is_ok_and(|dir| dir == self.git_dir);
-        if !repo.is_worktree() || !same_repo {
-            bail!(
-                "{} is not an agent worktree of {}",
-                worktree.display(),
-                self.git_dir.display()
-            );
-        }
-        for rule in copied_ignore_rules(&repo)? {
-            repo.add_ignore_rule(&rule)
-                .with_context(|| format!("ignoring copied file in {}", worktree.display()))?;
-        }
-
-        let mut index = repo
-            .index()
-            .with_context(|| format!("reading the index of {}", worktree.display()))?;
-        index
-            .add_all(["*"], IndexAddOption::DEFAULT, None)
-            .with_context(|| format!("staging files in {}", worktree.display()))?;
-        // add_all stages new and modified files but leaves deleted ones in the index.
-        index
-            .update_all(["*"], None)
-            .with_context(|| format!("staging deletions in {}", worktree.display()))?;
+        let (repo, mut index) = self.staged(worktree)?;
         index
             .write()
             .with_context(|| format!("writing the index of {}", worktree.display()))?;
@@ -365,30 +339,8 @@ impl Worktrees {
     /// make now (written to the object store; its index on disk is left as it is) and the paths
     /// that differ from the commit it started from.
     pub fn snapshot(&self, worktree: &Path, base_commit: &str) -> Result<Snapshot> {
-        let repo = Repository::open(worktree)
-            .with_context(|| format!("no git worktree at {}", worktree.display()))?;
-        let same_repo = fs::canonicalize(repo.commondir()).is_ok_and(|dir| dir == self.git_dir);
-        if !repo.is_worktree() || !same_repo {
-            bail!(
-                "{} is not an agent worktree of {}",
-                worktree.display(),
-                self.git_dir.display()
-            );
-        }
-        for rule in copied_ignore_rules(&repo)? {
-            repo.add_ignore_rule(&rule)
-                .with_context(|| format!("ignoring copied file in {}", worktree.display()))?;
-        }
-        // The index in memory only: staging here must not change what the agent staged.
-        let mut index = repo
-            .index()
-            .with_context(|| format!("reading the index of {}", worktree.display()))?;
-        index
-            .add_all(["*"], IndexAddOption::DEFAULT, None)
-            .with_context(|| format!("reading the files of {}", worktree.display()))?;
-        index
-            .update_all(["*"], None)
-            .with_context(|| format!("reading the deletions in {}", worktree.display()))?;
+        // The index in memory only (it is not written back): what the agent staged stays.
+        let (repo, mut index) = self.staged(worktree)?;
         let tree_id = index
             .write_tree()
             .with_context(|| format!("writing the tree of {}", worktree.display()))?;
@@ -445,6 +397,38 @@ impl Worktrees {
         files.sort();
         files.dedup();
         Ok(files)
+    }
+
+    /// An agent worktree's repository and its index with every file staged, in memory: new,
+    /// modified and deleted files, not ignored or copied ones. Only a linked worktree of this
+    /// repository is accepted: staging "everything" in the user's own checkout would be a
+    /// disaster.
+    fn staged(&self, worktree: &Path) -> Result<(Repository, git2::Index)> {
+        let repo = Repository::open(worktree)
+            .with_context(|| format!("no git worktree at {}", worktree.display()))?;
+        let same_repo = fs::canonicalize(repo.commondir()).is_ok_and(|dir| dir == self.git_dir);
+        if !repo.is_worktree() || !same_repo {
+            bail!(
+                "{} is not an agent worktree of {}",
+                worktree.display(),
+                self.git_dir.display()
+            );
+        }
+        for rule in copied_ignore_rules(&repo)? {
+            repo.add_ignore_rule(&rule)
+                .with_context(|| format!("ignoring copied file in {}", worktree.display()))?;
+        }
+        let mut index = repo
+            .index()
+            .with_context(|| format!("reading the index of {}", worktree.display()))?;
+        index
+            .add_all(["*"], IndexAddOption::DEFAULT, None)
+            .with_context(|| format!("staging files in {}", worktree.display()))?;
+        // add_all stages new and modified files but leaves deleted ones in the index.
+        index
+            .update_all(["*"], None)
+            .with_context(|| format!("staging deletions in {}", worktree.display()))?;
+        Ok((repo, index))
     }
 
     /// The commit a branch points at (full hex).

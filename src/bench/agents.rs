@@ -54,7 +54,8 @@ fn generate_repo(repo: &Path, files: usize) -> Result<()> {
     Ok(())
 }
 
-fn cli(exe: &Path, repo: &Path, args: &[&str]) -> Result<Value> {
+/// `hephaestus --json ARGS` in `repo`, its answer.
+pub(super) fn cli(exe: &Path, repo: &Path, args: &[&str]) -> Result<Value> {
     let out = Command::new(exe)
         .arg("--json")
         .args(args)

@@ -17,28 +17,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use serde_json::Value;
 
+use super::agents::cli;
 use super::{BenchArgs, ms, stats};
 use crate::guardian::judge;
 use crate::states::AgentState;
 
 const STILL_AFTER_MS: u64 = 1500;
-
-fn cli(exe: &Path, repo: &Path, args: &[&str]) -> Result<Value> {
-    let out = Command::new(exe)
-        .arg("--json")
-        .args(args)
-        .current_dir(repo)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "hephaestus {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
 
 pub fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> Result<()> {
     if cfg!(debug_assertions) {

@@ -290,10 +290,9 @@ pub fn agent_project(agents_keys: &str, tables: &str) -> tempfile::TempDir {
     dir
 }
 
-/// Queues a task through the CLI and waits (up to 240 s) until it is done and merged; a task
-/// that fails ends the test with its reason. Returns the task.
-pub fn run_task(coord: &Coordinator, description: &str) -> serde_json::Value {
-    let id = coord.cli(&[
+/// Queues a task through the CLI ("the note is committed" when done); its id.
+pub fn queue_task(coord: &Coordinator, description: &str) -> String {
+    coord.cli(&[
         "task",
         "create",
         description,
@@ -302,7 +301,13 @@ pub fn run_task(coord: &Coordinator, description: &str) -> serde_json::Value {
     ])["task"]["id"]
         .as_str()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// Queues a task through the CLI and waits (up to 240 s) until it is done and merged; a task
+/// that fails ends the test with its reason. Returns the task.
+pub fn run_task(coord: &Coordinator, description: &str) -> serde_json::Value {
+    let id = queue_task(coord, description);
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let t = coord.cli(&["task", "show", &id]);

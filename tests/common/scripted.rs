@@ -108,3 +108,28 @@ pub fn events_with_detail(dir: &Path) -> Vec<(String, String, String)> {
         .map(Result::unwrap)
         .collect()
 }
+
+/// Rules for the scripted agent, as a project keeps them in `screen_rules/custom.toml`.
+pub const RULES: &str = r#"
+still_after_ms = 800
+
+[[rule]]
+name = "working line"
+state = "working"
+in = "bottom"
+lines = 1
+any = ["working:"]
+
+[[rule]]
+name = "turn-over prompt"
+state = "idle"
+in = "bottom"
+lines = 1
+all = ["turn over >"]
+"#;
+
+/// Puts [`RULES`] in the project, as `screen_rules/custom.toml`.
+pub fn with_rules(dir: &Path) {
+    std::fs::create_dir_all(dir.join("screen_rules")).unwrap();
+    std::fs::write(dir.join("screen_rules/custom.toml"), RULES).unwrap();
+}
