@@ -53,7 +53,19 @@ pub async fn complete(
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                let text = resp.text().await.unwrap_or_default();
+                let text = match resp.text().await {
+                    Ok(text) => text,
+                    // The answer broke off (a timeout, a dropped connection): retried like a
+                    // request that got none, and said as what it was.
+                    Err(e) => {
+                        last =
+                            format!("{url} answered {status}, but its body could not be read: {e}");
+                        if attempt < target.max_retries {
+                            tokio::time::sleep(backoff(attempt)).await;
+                        }
+                        continue;
+                    }
+                };
                 if status.is_success() {
                     let body: Value = serde_json::from_str(&text)
                         .map_err(|e| format!("{url} answered with unreadable JSON: {e}"))?;
@@ -102,4 +114,73 @@ pub async fn complete(
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500 << attempt.min(4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A server whose first answer breaks off mid-body and whose second is whole.
+    fn flaky_server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().flatten().enumerate() {
+                let mut stream = stream;
+                let mut buf = [0u8; 65536];
+                let _ = stream.read(&mut buf);
+                let body = serde_json::json!({
+                    "choices": [{"message": {"role": "assistant", "content": "{}"}}],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 1}
+                })
+                .to_string();
+                let reply = if n == 0 {
+                    // Promises more than it sends, then hangs up.
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{{\"cho",
+                        body.len()
+                    )
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_breaks_off_is_retried_not_read_as_bad_json() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let target = LlmTarget {
+            provider: ProviderKind::Openai,
+            base_url: flaky_server(),
+            model: "m".into(),
+            api_key: None,
+            command: String::new(),
+            timeout_secs: 5,
+            max_retries: 1,
+        };
+        let turns = [Turn {
+            role: wire::Role::User,
+            text: "q".into(),
+        }];
+        let c = complete(&reqwest::Client::new(), &target, "s", &turns)
+            .await
+            .unwrap();
+        assert_eq!(c.input_tokens, 7);
+        let target = LlmTarget {
+            max_retries: 0,
+            base_url: flaky_server(),
+            ..target
+        };
+        let err = complete(&reqwest::Client::new(), &target, "s", &turns)
+            .await
+            .unwrap_err();
+        assert!(err.contains("its body could not be read"), "{err}");
+    }
 }
