@@ -297,6 +297,8 @@ text_enum! {
         Analysed = "analysed",
         /// The guardian's guidance was typed in.
         Steered = "steered",
+        /// The guardian pressed the keys a dialog's rule gives (a screen safe to answer).
+        ScreenAnswered = "screen_answered",
         /// Its work and another agent's change the same files (the message says whether a
         /// merge of the two would conflict).
         Overlap = "overlap",

@@ -281,3 +281,28 @@ fn two_agents_changing_the_same_file_are_seen_to_overlap_before_either_merges() 
         .count();
     assert_eq!(again, 2);
 }
+
+/// A dialog a project's rule marks as safe to answer (`press`) is answered by the guardian:
+/// the CLI waiting at "trust this folder?" goes on, does its task, and the answer is logged.
+#[test]
+fn a_dialog_safe_to_answer_is_answered_by_its_rule_and_the_agent_goes_on() {
+    let (dir, _worktrees) = agent_project_with_flags("--trust-dialog");
+    std::fs::create_dir_all(dir.path().join("screen_rules")).unwrap();
+    std::fs::write(
+        dir.path().join("screen_rules/custom.toml"),
+        format!(
+            "{RULES}\n[[rule]]\nname = \"trust dialog\"\nstate = \"blocked_screen\"\nall = [\"Do you trust the files in this folder?\"]\nnone = [\"trusted\"]\npress = [\"Enter\"]\n"
+        ),
+    )
+    .unwrap();
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "1"]);
+    let _tmux = TmuxServer::of(&coord);
+    let id = create(&coord, "WRITE trusted.txt: yes", &[]);
+    wait_done_and_merged(&coord, &id);
+    let answered: Vec<String> = events_with_detail(dir.path())
+        .into_iter()
+        .filter(|(_, k, _)| k == "screen_answered")
+        .map(|(_, _, m)| m)
+        .collect();
+    assert_eq!(answered, ["pressed Enter at the trust dialog"]);
+}

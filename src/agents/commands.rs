@@ -43,6 +43,14 @@ impl AgentManager {
                 } => {
                     let _ = reply.send(me.end_stuck(&agent, requeue).await);
                 }
+                Command::Press {
+                    agent,
+                    keys,
+                    rule,
+                    reply,
+                } => {
+                    let _ = reply.send(me.press(&agent, &keys, &rule).await);
+                }
                 Command::Overlaps { reply } => {
                     let _ = reply.send(me.overlaps().await);
                 }
@@ -227,6 +235,23 @@ impl AgentManager {
             }
         }
         Ok(false)
+    }
+
+    /// Presses the keys a dialog's rule gives, and logs it. Not claimed like the others: such
+    /// dialogs come up while the agent is being launched, which holds it, and a CLI held at a
+    /// dialog lists no tools, so its first message cannot be typed meanwhile.
+    async fn press(&self, agent_id: &str, keys: &[String], rule: &str) -> Result<()> {
+        let (rt, session) = self.running(agent_id)?;
+        for key in keys {
+            self.terminal.press(&session, key).await?;
+        }
+        self.state.events.record(
+            agent_id,
+            rt.task_id.as_deref(),
+            EventKind::ScreenAnswered,
+            &format!("pressed {} at the {rule}", keys.join(", ")),
+        )?;
+        Ok(())
     }
 
     /// Every live agent's work as it stands, compared pair by pair (on the blocking pool: it

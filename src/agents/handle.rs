@@ -61,6 +61,13 @@ pub enum Command {
         requeue: bool,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// Press keys at a dialog the guardian recognised as safe to answer; `rule` names it.
+    Press {
+        agent: String,
+        keys: Vec<String>,
+        rule: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
     /// Where the live agents' work, as it stands, overlaps (the conductor's facts).
     Overlaps {
         reply: oneshot::Sender<Result<Vec<crate::guardian::conductor::Overlap>>>,
@@ -177,6 +184,16 @@ impl AgentsHandle {
         self.ask(|reply| Command::EndStuck {
             agent: agent.to_string(),
             requeue,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn press(&self, agent: &str, keys: Vec<String>, rule: &str) -> Result<()> {
+        self.ask(|reply| Command::Press {
+            agent: agent.to_string(),
+            keys,
+            rule: rule.to_string(),
             reply,
         })
         .await

@@ -69,6 +69,8 @@ pub struct GuardianSettings {
     pub max_pane_chars: usize,
     /// How often the live agents' work is compared for overlaps (with two or more at work).
     pub conductor_every_secs: u64,
+    /// Press the keys a `blocked_screen` rule gives (`press`), for dialogs safe to answer.
+    pub answer_screens: bool,
 }
 
 /// What becomes of a stuck agent's task (`guardian.on_stuck`).
@@ -97,6 +99,7 @@ struct GuardianFile {
     steer_every_secs: Option<u64>,
     max_pane_chars: Option<usize>,
     conductor_every_secs: Option<u64>,
+    answer_screens: Option<bool>,
 }
 
 /// Keys accepted in `hephaestus.toml`; unknown keys are an error so typos do not pass silently.
@@ -227,6 +230,7 @@ impl Config {
                 steer_every_secs: g.steer_every_secs.unwrap_or(300),
                 max_pane_chars: g.max_pane_chars.unwrap_or(6000).clamp(500, 100_000),
                 conductor_every_secs: g.conductor_every_secs.unwrap_or(30).max(1),
+                answer_screens: g.answer_screens.unwrap_or(true),
             }
         };
         let llm = llm::resolve(file.llm.unwrap_or_default(), env)?;

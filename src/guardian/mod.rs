@@ -40,6 +40,9 @@ struct Watched {
     /// Reminders typed for its task, and when the last one was.
     nudges: u32,
     last_nudge_ms: i64,
+    /// Keys pressed at dialogs safe to answer, and when last.
+    screen_presses: u32,
+    last_press_ms: i64,
     /// A reminder or a steer is being typed right now.
     nudging: Arc<AtomicBool>,
     stuck: bool,
@@ -186,6 +189,8 @@ impl Guardian {
                 nudges: 0,
                 last_nudge_ms: 0,
                 nudging: Arc::new(AtomicBool::new(false)),
+                screen_presses: 0,
+                last_press_ms: 0,
                 stuck: false,
                 judged_ms: 0,
                 judged_screen: None,
@@ -216,7 +221,7 @@ impl Guardian {
                 self.state.seen.last_hook(&rt.agent_id).as_ref(),
                 changed_ms,
             );
-            let state = reading.state;
+            let (state, rule) = (reading.state, reading.rule.clone());
             let message = format!("{} ({}: {})", reading.state, reading.rule, reading.why);
             if self
                 .state
@@ -230,12 +235,50 @@ impl Guardian {
                     &message,
                 );
             }
+            if state == AgentState::BlockedScreen {
+                self.answer_screen(&rt.agent_id, &cli, &rule, now);
+            }
             if let Some(task_id) = rt.task_id.as_deref().filter(|_| delivered) {
                 self.judge(&rt.agent_id, task_id, &glance.screen, state, now);
                 self.steer(&rt.agent_id, task_id, state, now);
                 self.unstick(&rt.agent_id, task_id, now);
             }
         }
+    }
+
+    /// Presses the keys a `blocked_screen` rule gives (a dialog safe to answer), at most three
+    /// times per agent, three seconds apart, with `guardian.answer_screens` on.
+    fn answer_screen(&mut self, agent_id: &str, cli: &str, rule: &str, now: i64) {
+        if !self.state.config.guardian.answer_screens {
+            return;
+        }
+        let keys = self
+            .rules_for(cli)
+            .rule(rule)
+            .map(|r| r.press.clone())
+            .unwrap_or_default();
+        let Some(agents) = self.state.agents.clone() else {
+            return;
+        };
+        let Some(watched) = self.watched.get_mut(agent_id) else {
+            return;
+        };
+        if keys.is_empty()
+            || watched.screen_presses >= 3
+            || now - watched.last_press_ms < 3000
+            || watched.nudging.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        watched.screen_presses += 1;
+        watched.last_press_ms = now;
+        let (agent, rule) = (agent_id.to_string(), rule.to_string());
+        tracing::info!(agent = %agent, "answering the {rule} with {keys:?}");
+        tokio::spawn(async move {
+            if let Err(e) = agents.press(&agent, keys, &rule).await {
+                tracing::warn!(agent = %agent, "cannot answer the {rule}: {e:#}");
+            }
+        });
     }
 
     /// With two or more agents at work, compares their work every

@@ -78,6 +78,11 @@ pub struct Rule {
     /// without it the answer is typed as a line.
     #[serde(default)]
     pub answer: Option<AnswerBy>,
+    /// Keys the guardian presses by itself when this rule matches (tmux key names): for a
+    /// `blocked_screen` dialog that is safe to answer, such as trusting the agent's own
+    /// worktree. Only where `guardian.answer_screens` is on.
+    #[serde(default)]
+    pub press: Vec<String>,
 }
 
 /// How to type a free-text answer into a CLI's dialog.
@@ -122,6 +127,14 @@ impl Rules {
             }
             if matches!(r.state, AgentState::Exited | AgentState::Unknown) {
                 bail!("rule {:?}: {} is not read from the screen", r.name, r.state);
+            }
+            // Pressing keys at a question or a permission prompt would answer for the person.
+            if !r.press.is_empty() && r.state != AgentState::BlockedScreen {
+                bail!(
+                    "rule {:?}: press is only for blocked_screen dialogs, not {}",
+                    r.name,
+                    r.state
+                );
             }
         }
         Ok(rules)
@@ -397,6 +410,13 @@ none = ["Thinking"]
                 .unwrap_err()
                 .to_string()
                 .contains("\"all\" matches everything")
+        );
+        let pressing = "[[rule]]\nname = \"q\"\nstate = \"blocked_question\"\nany = [\"?\"]\npress = [\"Enter\"]\n";
+        assert!(
+            Rules::parse(pressing)
+                .unwrap_err()
+                .to_string()
+                .contains("press is only for blocked_screen")
         );
         let exited = "[[rule]]\nname = \"x\"\nstate = \"exited\"\nany = [\"bye\"]\n";
         assert!(Rules::parse(exited).is_err());
