@@ -79,12 +79,9 @@ pub fn serve(config: Config) -> Result<()> {
         if memory.degraded() && !fetch_model {
             tracing::warn!("memory search uses the hashing embedder: quality is degraded (lexical overlap only)");
         }
-        // Sessions carry this coordinator's data dir as their owner: two projects set to one
-        // tmux server never sweep each other's agents.
-        let terminal = crate::agents::terminal::Terminal::new(
-            crate::agents::tmux::Tmux::new(config.agents.tmux_socket.clone())
-                .owned_by(config.data_dir.display().to_string()),
-        );
+        let terminal = crate::agents::terminal::Terminal::new(crate::agents::tmux::Tmux::new(
+            config.agents.tmux_socket.clone(),
+        ));
         let (handle, commands) = if config.agents.enabled {
             let (handle, commands) = crate::agents::handle::AgentsHandle::new(
                 terminal.clone(),

@@ -253,7 +253,8 @@ fn a_cli_that_exits_at_once_is_said_to_have_exited() {
         .to_string();
     assert!(
         reason.contains("the custom CLI exited with status 3"),
-        "{reason}"
+        "{reason}\n{}",
+        coord.stderr()
     );
     assert!(reason.contains("no licence found"), "{reason}");
     assert!(reason.contains("the launch failed 3 times"), "{reason}");

@@ -99,7 +99,11 @@ impl AgentManager {
             let waited = self.wait_on_agent(session, left, reached).await?;
             if waited != Waited::Met {
                 let pane = self.terminal.tail(session, 15).await;
-                let what = match (waited, self.terminal.exit_status(session).await) {
+                let status = match waited {
+                    Waited::Exited => self.terminal.exit_status(session).await,
+                    _ => None,
+                };
+                let what = match (waited, status) {
                     (Waited::Exited, Some(127)) => {
                         "exited at once: its command was not found (status 127)".to_string()
                     }

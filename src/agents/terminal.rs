@@ -72,13 +72,22 @@ impl Terminal {
             .flatten()
     }
 
-    /// The exit status of the session's program, once it has exited.
+    /// The exit status of the session's program, once it has exited. tmux marks a pane dead
+    /// when its program's output ends, and learns the status only when it reaps the process a
+    /// moment later: a pane seen dead is asked again for up to half a second.
     pub async fn exit_status(&self, session: &str) -> Option<i32> {
-        let (tmux, session) = (self.tmux.clone(), session.to_string());
-        blocking(move || Ok(tmux.exit_status(&session)))
-            .await
-            .ok()
-            .flatten()
+        for _ in 0..10 {
+            let (tmux, s) = (self.tmux.clone(), session.to_string());
+            let status = blocking(move || Ok(tmux.exit_status(&s)))
+                .await
+                .ok()
+                .flatten();
+            if status.is_some() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// The visible screen plus `history` lines of scrollback; empty when it cannot be read.

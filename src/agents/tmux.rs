@@ -20,29 +20,13 @@ pub struct Glance {
 #[derive(Debug, Clone)]
 pub struct Tmux {
     socket: String,
-    /// Tagged on every session this handle starts (`@hephaestus_owner`), so that a sweep ends
-    /// only the sessions of this coordinator, whatever else shares the server.
-    owner: Option<String>,
 }
-
-/// The tmux user option that names the coordinator a session belongs to.
-const OWNER_OPTION: &str = "@hephaestus_owner";
 
 impl Tmux {
     /// A handle on the private tmux server named `socket` (a name, not a path).
     pub fn new(socket: impl Into<String>) -> Tmux {
         Tmux {
             socket: socket.into(),
-            owner: None,
-        }
-    }
-
-    /// The same server; the sessions it starts are tagged as `owner`'s, and only those are
-    /// listed as its own.
-    pub fn owned_by(self, owner: impl Into<String>) -> Tmux {
-        Tmux {
-            owner: Some(owner.into()),
-            ..self
         }
     }
 
@@ -101,6 +85,10 @@ impl Tmux {
         // Panes stay after their program exits, so its last output and exit status can be
         // read. Set on the private server before the session starts: set after, it comes too
         // late for a program that exits at once.
+        // The server stays when its last session ends: ending one agent's session (the last)
+        // made it exit, and a session started meanwhile for the next agent landed on the
+        // exiting server and vanished with it. `stop_if_empty` ends it when the coordinator
+        // stops.
         cmd.args([
             "start-server",
             ";",
@@ -108,6 +96,11 @@ impl Tmux {
             "-g",
             "remain-on-exit",
             "on",
+            ";",
+            "set-option",
+            "-s",
+            "exit-empty",
+            "off",
             ";",
         ]);
         cmd.args([
@@ -125,17 +118,6 @@ impl Tmux {
             cmd.arg("-e").arg(format!("{k}={v}"));
         }
         cmd.arg(command);
-        if let Some(owner) = &self.owner {
-            // The session's pane as the target: tmux 3.3 refuses a bare `=name` here.
-            cmd.args([
-                ";",
-                "set-option",
-                "-t",
-                &format!("={name}:"),
-                OWNER_OPTION,
-                owner,
-            ]);
-        }
         let out = cmd
             .output()
             .context("cannot run tmux: is it installed and on PATH?")?;
@@ -254,25 +236,16 @@ impl Tmux {
         Ok(())
     }
 
-    /// Names of the sessions on this server that are this handle's owner's: tagged as its,
-    /// or untagged (started before sessions were tagged). Another owner's are never listed.
+    /// Names of all sessions on this private server.
     pub fn list_sessions(&self) -> Result<Vec<String>> {
-        let format = format!("#{{session_name}}\t#{{{OWNER_OPTION}}}");
-        let out = self.run(&["list-sessions", "-F", &format])?;
+        let out = self.run(&["list-sessions", "-F", "#{session_name}"])?;
         if !out.status.success() {
             // No server running means no sessions.
             return Ok(Vec::new());
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|line| {
-                let (name, tag) = line.split_once('\t').unwrap_or((line, ""));
-                let ours = match &self.owner {
-                    Some(owner) => tag.is_empty() || tag == owner,
-                    None => true,
-                };
-                ours.then(|| name.to_string())
-            })
+            .map(str::to_string)
             .collect())
     }
 
@@ -295,6 +268,13 @@ impl Tmux {
     pub fn kill_server(&self) {
         let _ = self.run(&["kill-server"]);
     }
+
+    /// Stops the server when no session is left on it.
+    pub fn stop_if_empty(&self) {
+        if self.list_sessions().is_ok_and(|s| s.is_empty()) {
+            self.kill_server();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -309,31 +289,6 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         false
-    }
-
-    #[test]
-    fn each_owner_lists_only_its_own_sessions_on_a_shared_server() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = format!("hephaestus-test-owners-{}", std::process::id());
-        let a = Tmux::new(socket.clone()).owned_by("/projects/a/.hephaestus");
-        let b = Tmux::new(socket.clone()).owned_by("/projects/b/.hephaestus");
-        let env = BTreeMap::new();
-        a.new_session("hep-a1", dir.path(), "cat", &env, (80, 24))
-            .unwrap();
-        b.new_session("hep-b1", dir.path(), "cat", &env, (80, 24))
-            .unwrap();
-        // Started before sessions were tagged: either may sweep it.
-        Tmux::new(socket.clone())
-            .new_session("hep-old", dir.path(), "cat", &env, (80, 24))
-            .unwrap();
-        let mut listed = a.list_sessions().unwrap();
-        listed.sort();
-        assert_eq!(listed, ["hep-a1", "hep-old"]);
-        let mut listed = b.list_sessions().unwrap();
-        listed.sort();
-        assert_eq!(listed, ["hep-b1", "hep-old"]);
-        assert_eq!(Tmux::new(socket).list_sessions().unwrap().len(), 3);
-        a.kill_server();
     }
 
     #[test]
