@@ -140,6 +140,10 @@ pub fn serve(config: Config) -> Result<()> {
         let result = crate::server::run(listener, state, shutdown).await;
         if let Some(m) = manager {
             let _ = m.await;
+            // The agents' server outlives its sessions (`agents/tmux.rs`); with none left,
+            // it goes with the coordinator. Live agents keep it, for the next coordinator.
+            let tmux = crate::agents::tmux::Tmux::new(config.agents.tmux_socket.clone());
+            let _ = tokio::task::spawn_blocking(move || tmux.stop_if_empty()).await;
         }
         if let Err(e) = store.checkpoint() {
             tracing::warn!("database checkpoint failed: {e:#}");

@@ -81,15 +81,13 @@ impl Tmux {
         env: &BTreeMap<String, String>,
         (width, height): (u16, u16),
     ) -> Result<()> {
-        let mut cmd = self.command();
         // Panes stay after their program exits, so its last output and exit status can be
-        // read. Set on the private server before the session starts: set after, it comes too
-        // late for a program that exits at once.
-        // The server stays when its last session ends: ending one agent's session (the last)
-        // made it exit, and a session started meanwhile for the next agent landed on the
-        // exiting server and vanished with it. `stop_if_empty` ends it when the coordinator
-        // stops.
-        cmd.args([
+        // read: set on the private server before the session starts (set after, it comes too
+        // late for a program that exits at once). The server stays when its last session
+        // ends: it used to exit then, and a session started meanwhile for the next agent
+        // landed on the exiting server and vanished with it. Started by a call of its own, so
+        // the command line the server keeps as its own names nothing of any agent.
+        self.run_ok(&[
             "start-server",
             ";",
             "set-option",
@@ -101,8 +99,8 @@ impl Tmux {
             "-s",
             "exit-empty",
             "off",
-            ";",
-        ]);
+        ])?;
+        let mut cmd = self.command();
         cmd.args([
             "new-session",
             "-d",
