@@ -429,20 +429,23 @@ impl Guardian {
     /// `guardian.steer_every_secs`), and records whether it acted on it.
     fn steer(&mut self, agent_id: &str, task_id: &str, state: AgentState, now: i64) {
         let every = (self.state.config.guardian.steer_every_secs as i64).saturating_mul(1000);
-        let task_active = self
-            .state
-            .store
-            .get_task(task_id)
-            .is_ok_and(|t| t.status.is_active());
         let Some(watched) = self.watched.get_mut(agent_id) else {
             return;
         };
-        // A judgement of the screen as it is now may take the steer back: wait for it.
+        if lock(&watched.steering).pending.is_none() {
+            return;
+        }
+        // A judgement of the screen as it is now may take the steer back: wait for it. (The
+        // task is read only when a steer waits: this runs for every agent at every poll.)
         if state != AgentState::Idle
-            || !task_active
             || watched.nudging.load(Ordering::SeqCst)
             || watched.judging.load(Ordering::SeqCst)
             || (watched.last_steer_ms > 0 && now - watched.last_steer_ms < every)
+            || !self
+                .state
+                .store
+                .get_task(task_id)
+                .is_ok_and(|t| t.status.is_active())
         {
             return;
         }
