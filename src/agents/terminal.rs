@@ -73,8 +73,8 @@ impl Terminal {
     }
 
     /// The exit status of the session's program, once it has exited. tmux marks a pane dead
-    /// when its program's output ends, and learns the status only when it reaps the process a
-    /// moment later: a pane seen dead is asked again for up to half a second.
+    /// when its program's output ends, before the program has exited: a pane seen dead is
+    /// asked again for up to half a second (an exited, unreaped one answers at once).
     pub async fn exit_status(&self, session: &str) -> Option<i32> {
         for _ in 0..10 {
             let (tmux, s) = (self.tmux.clone(), session.to_string());

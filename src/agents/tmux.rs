@@ -161,6 +161,11 @@ impl Tmux {
     }
 
     /// The exit status of the session's program, once it has exited.
+    ///
+    /// tmux learns the status when it reaps the process, and tmux 3.3 sometimes does not reap
+    /// a program that exits at once until its next child exits (the pane reads dead, its
+    /// status empty, its process a zombie for seconds). Then the status is read from the
+    /// zombie itself.
     pub fn exit_status(&self, name: &str) -> Option<i32> {
         let out = self
             .run(&[
@@ -168,13 +173,20 @@ impl Tmux {
                 "-p",
                 "-t",
                 &Self::pane(name),
-                "#{pane_dead} #{pane_dead_status}",
+                "#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}",
             ])
             .ok()
             .filter(|o| o.status.success())?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let (dead, status) = text.trim().split_once(' ')?;
-        (dead == "1").then(|| status.parse().ok()).flatten()
+        let mut fields = text.trim_end_matches('\n').split('\t');
+        let (dead, status, pid) = (fields.next()?, fields.next()?, fields.next()?);
+        if dead != "1" {
+            return None;
+        }
+        status
+            .parse()
+            .ok()
+            .or_else(|| zombie_exit_status(pid.parse().ok()?))
     }
 
     pub fn is_alive(&self, name: &str) -> bool {
@@ -275,6 +287,25 @@ impl Tmux {
     }
 }
 
+/// The exit code of process `pid` if it is a zombie (exited, not yet reaped), read from
+/// `/proc/PID/stat` (field 52, in `waitpid` form); none elsewhere, or when it ended by a signal.
+/// A zombie keeps its pid, so the number cannot name another process meanwhile.
+fn zombie_exit_status(pid: u32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    exit_code_of_zombie_stat(&stat)
+}
+
+fn exit_code_of_zombie_stat(stat: &str) -> Option<i32> {
+    // The command name (field 2) is in parentheses and may hold spaces: count after its end.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    let wait_status: i32 = fields.get(52 - 3)?.parse().ok()?;
+    (wait_status & 0x7f == 0).then_some((wait_status >> 8) & 0xff)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +318,53 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         false
+    }
+
+    /// A child this test does not reap stays a zombie: its status is read from /proc, as the
+    /// pane's program is when tmux has not reaped it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_unreaped_programs_exit_status_is_read_from_the_zombie() {
+        let ended = |script: &str| {
+            let mut child = Command::new("sh").args(["-c", script]).spawn().unwrap();
+            let mut status = None;
+            assert!(wait_for(|| {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+                let zombie = stat
+                    .rsplit_once(')')
+                    .unwrap()
+                    .1
+                    .trim_start()
+                    .starts_with('Z');
+                status = zombie_exit_status(child.id());
+                zombie
+            }));
+            child.wait().unwrap();
+            status
+        };
+        assert_eq!(ended("exit 3"), Some(3));
+        assert_eq!(ended("exit 0"), Some(0));
+        assert_eq!(
+            ended("kill -9 $$"),
+            None,
+            "killed by a signal: no exit code"
+        );
+        assert_eq!(zombie_exit_status(std::process::id()), None, "not a zombie");
+    }
+
+    #[test]
+    fn a_stat_line_gives_its_exit_code_only_for_a_zombie() {
+        let stat = |state: &str, code: i32| {
+            let mut fields = vec!["0"; 50];
+            fields[0] = state;
+            let code = code.to_string();
+            fields[49] = &code;
+            format!("42 (a (weird) name) {}", fields.join(" "))
+        };
+        assert_eq!(exit_code_of_zombie_stat(&stat("Z", 3 << 8)), Some(3));
+        assert_eq!(exit_code_of_zombie_stat(&stat("S", 3 << 8)), None);
+        assert_eq!(exit_code_of_zombie_stat(&stat("Z", 9)), None);
+        assert_eq!(exit_code_of_zombie_stat("garbage"), None);
     }
 
     #[test]

@@ -110,6 +110,17 @@ impl Coordinator {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
+    /// The end of the coordinator's log, for a failed call's message: a refused connection
+    /// means it stopped, and its log says why.
+    pub fn log_tail(&self) -> String {
+        let log = self.stderr();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "coordinator log (last 40 lines):\n{}",
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -129,8 +140,9 @@ impl Coordinator {
         let out = self.cli_raw(args);
         assert!(
             out.status.success(),
-            "hephaestus {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "hephaestus {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
@@ -145,8 +157,9 @@ impl Coordinator {
         let out = command(&self.project).args(args).output().unwrap();
         assert!(
             out.status.success(),
-            "hephaestus {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "hephaestus {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
