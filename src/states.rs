@@ -179,6 +179,21 @@ text_enum! {
 }
 
 text_enum! {
+    /// What the conductor does about two agents whose work overlaps.
+    pub enum ConductorAction {
+        /// Tell each agent what the other is doing and how to keep out of its way.
+        MessageAgents = "message_agents",
+        /// Queue a task, after both of theirs, that brings their work together.
+        Reconcile = "reconcile",
+        /// Only a person can sort it out: say so.
+        TellPerson = "tell_person",
+        /// The overlap is harmless (their work merges cleanly and does not repeat).
+        None = "none",
+    }
+    what = "conductor action";
+}
+
+text_enum! {
     /// What asked a chat model (`llm/`), as the usage rows name it.
     pub enum LlmComponent {
         Guardian = "guardian",
@@ -302,6 +317,8 @@ text_enum! {
         /// Its work and another agent's change the same files (the message says whether a
         /// merge of the two would conflict).
         Overlap = "overlap",
+        /// The conductor decided what to do about an overlap (the message says what and why).
+        Conducted = "conducted",
     }
     what = "event kind";
 }

@@ -103,8 +103,11 @@ pub struct WorkflowView {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct MessageView {
     pub id: i64,
-    /// Sending agent; absent for a person's message.
+    /// Sending agent; absent for a person's message and the coordinator's.
     pub from_agent_id: Option<String>,
+    /// The part of the coordinator that sent it (`conductor`), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_coordinator: Option<String>,
     pub broadcast: bool,
     pub body: String,
     pub sent_at: String,

@@ -282,6 +282,44 @@ fn two_agents_changing_the_same_file_are_seen_to_overlap_before_either_merges() 
     assert_eq!(again, 2);
 }
 
+/// Two agents given near-identical tasks overlap before either has changed a file the other
+/// has: their tasks' vectors (the memory embedder's; the hashing one here) are alike.
+#[test]
+fn two_agents_with_near_identical_tasks_are_seen_to_overlap() {
+    let (dir, _worktrees) = agent_project_with(
+        "--forget-to-report",
+        "\n[guardian]\nconductor_every_secs = 1\nidle_nudge_secs = 600\nsimilar_tasks = 0.6\n",
+    );
+    with_rules(dir.path());
+    let coord = Coordinator::start_with(dir.path(), &["--max-concurrent-agents", "3"]);
+    let _tmux = TmuxServer::of(&coord);
+    let task = "Add a --json flag to the list command that prints the tasks as JSON";
+    create(&coord, &format!("{task}\nWRITE first.txt: one"), &[]);
+    create(&coord, &format!("{task}\nWRITE second.txt: two"), &[]);
+    create(
+        &coord,
+        "Document the deployment steps in docs/deploy.md\nWRITE third.txt: three",
+        &[],
+    );
+    wait_until("the overlap logged", Duration::from_secs(60), || {
+        events_with_detail(dir.path())
+            .iter()
+            .filter(|(_, k, m)| k == "overlap" && m.contains("have near-identical tasks"))
+            .count()
+            >= 2
+    });
+    // Compared again meanwhile: no other pair, and this one not logged again.
+    std::thread::sleep(Duration::from_secs(2));
+    let overlaps: Vec<String> = events_with_detail(dir.path())
+        .into_iter()
+        .filter(|(_, k, _)| k == "overlap")
+        .map(|(_, _, m)| m)
+        .collect();
+    assert_eq!(overlaps.len(), 2, "one pair, logged on both: {overlaps:?}");
+    let status = coord.cli_text(&["status"]);
+    assert!(status.contains("have near-identical tasks"), "{status}");
+}
+
 /// A dialog a project's rule marks as safe to answer (`press`) is answered by the guardian:
 /// the CLI waiting at "trust this folder?" goes on, does its task, and the answer is logged.
 #[test]

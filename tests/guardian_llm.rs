@@ -265,3 +265,129 @@ fn a_provider_outage_never_stops_the_coordinator() {
         "{log}"
     );
 }
+
+/// Two agents change the same file at once. The conductor's model (a stand-in; the guardian's
+/// own judgement is off) is asked about the pair with both tasks and the conflict a merge of
+/// their work would have. It says to reconcile: each agent gets its message through its inbox
+/// and acts on it, and a task queued after both of theirs runs once both are done. The
+/// decision is stored, shown by `hephaestus guardian`, and every call is in the usage.
+#[test]
+fn the_conductor_messages_both_overlapping_agents_and_queues_a_reconcile_task() {
+    let asked = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let a = asked.clone();
+    let url = agent_cli::serve(move |req| {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        a.lock().unwrap().push(body);
+        let decision = json!({
+            "action": "reconcile", "reason": "both write shared.txt their own way",
+            "message_to_first": "Leave shared.txt as it is now.",
+            "message_to_second": "Keep your shared.txt; it will be reconciled.",
+            "reconcile_task": "WRITE reconciled.txt: one version of shared.txt"
+        });
+        Reply::json(
+            200,
+            json!({
+                "id": "chatcmpl-2", "object": "chat.completion", "model": "gpt-4.1-mini",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": decision.to_string()}}],
+                "usage": {"prompt_tokens": 700, "completion_tokens": 40, "total_tokens": 740}
+            })
+            .to_string(),
+        )
+    });
+    let (dir, _worktrees) = agent_project_with(
+        "--await-guidance",
+        &format!(
+            "delivery_timeout_secs = 5\n[guardian]\nconductor_every_secs = 1\nidle_nudge_secs = 10\n\
+             [llm.conductor]\nprovider = \"openai\"\nmodel = \"gpt-4.1-mini\"\nbase_url = \"{url}/v1\"\n\
+             api_key_env = \"CONDUCTOR_TEST_KEY\"\n"
+        ),
+    );
+    with_rules(dir.path());
+    let coord = Coordinator::start_with_env(
+        dir.path(),
+        &["--max-concurrent-agents", "2"],
+        &[("CONDUCTOR_TEST_KEY", "sk-conductor-test")],
+    );
+    let _tmux = TmuxServer::of(&coord);
+    let first = create(&coord, "WRITE shared.txt: from the first\nSLEEP 2", &[]);
+    let second = create(&coord, "WRITE shared.txt: from the second\nSLEEP 2", &[]);
+    let done = |id: &str| coord.cli(&["task", "show", id])["status"] == "done";
+    wait_until("both tasks done", Duration::from_secs(90), || {
+        done(&first) && done(&second)
+    });
+
+    // Each agent got its own message, from the conductor, and acted on it.
+    let summaries: Vec<String> = [&first, &second]
+        .iter()
+        .map(|id| coord.cli(&["task", "show", id])["summary"].to_string())
+        .collect();
+    let got = |text: &str| {
+        summaries
+            .iter()
+            .filter(|s| s.contains(&format!("- from conductor: {text}")))
+            .count()
+    };
+    assert_eq!(got("Leave shared.txt as it is now."), 1, "{summaries:?}");
+    assert_eq!(
+        got("Keep your shared.txt; it will be reconciled."),
+        1,
+        "{summaries:?}"
+    );
+
+    // The question named both tasks and the conflict.
+    let question = asked.lock().unwrap()[0]["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        question.contains("WRITE shared.txt: from the first")
+            && question.contains("WRITE shared.txt: from the second")
+            && question.contains("would conflict on: shared.txt."),
+        "{question}"
+    );
+
+    // The reconcile task waited for both, then ran.
+    let reconcile = coord
+        .cli(&["task", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["description"] == "WRITE reconciled.txt: one version of shared.txt")
+        .cloned()
+        .expect("a reconcile task");
+    let mut after: Vec<String> = reconcile["depends_on"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    after.sort();
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(after, both);
+    let reconcile_id = reconcile["id"].as_str().unwrap().to_string();
+    wait_until("the reconcile task done", Duration::from_secs(90), || {
+        done(&reconcile_id)
+    });
+
+    // Stored, shown, and counted.
+    let timeline = coord.cli_text(&["guardian"]);
+    assert!(
+        timeline.contains("conductor LLM: openai-compatible gpt-4.1-mini")
+            && timeline.contains(&format!(
+                "conductor: reconcile: both write shared.txt their own way (task {} queued after both)",
+                &reconcile_id[..8]
+            )),
+        "{timeline}"
+    );
+    let conducted = events_with_detail(dir.path())
+        .into_iter()
+        .filter(|(_, k, _)| k == "conducted")
+        .count();
+    assert!(conducted >= 2, "logged on both agents");
+    let calls = asked.lock().unwrap().len() as u64;
+    let usage = usage(&coord);
+    assert_eq!(usage["calls"].as_u64(), Some(calls), "{usage}");
+    assert_eq!(usage["input_tokens"].as_u64(), Some(700 * calls), "{usage}");
+}

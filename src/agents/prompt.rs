@@ -15,6 +15,10 @@ pub const NUDGE_REPORT: &str = include_str!("../../prompts/nudge_report.md");
 /// The guardian's LLM judgement: what it is asked to do, and the question about one agent.
 pub const GUARDIAN_JUDGEMENT: &str = include_str!("../../prompts/guardian_judgement.md");
 pub const GUARDIAN_QUESTION: &str = include_str!("../../prompts/guardian_question.md");
+/// The conductor's LLM decision about two agents whose work overlaps: what it is asked to do,
+/// and the facts about one pair.
+pub const CONDUCTOR_DECISION: &str = include_str!("../../prompts/conductor_decision.md");
+pub const CONDUCTOR_QUESTION: &str = include_str!("../../prompts/conductor_question.md");
 /// The follow-up task queued when an agent's work conflicts with the base branch.
 pub const CONFLICT_TASK: &str = include_str!("../../prompts/conflict_task.md");
 

@@ -66,6 +66,9 @@ fn print_status(v: &Status) {
     }
     for o in &v.overlaps {
         println!("  overlap: {}", o.describe());
+        if let Some(d) = v.decisions.iter().find(|d| d.decision.agents == o.agents) {
+            println!("    {}", super::usage::decision_line(d));
+        }
     }
     match (&v.llm_guardian.model, &v.llm_guardian.off) {
         (Some(model), _) => println!("guardian LLM: {model}"),
@@ -73,6 +76,9 @@ fn print_status(v: &Status) {
             "guardian LLM: off ({}); screen rules and reminders work without it",
             why.as_deref().unwrap_or("not configured")
         ),
+    }
+    if let (Some(model), false) = (&v.llm_conductor.model, v.overlaps.is_empty()) {
+        println!("conductor LLM: {model}");
     }
     if let Some(u) = &v.llm_usage {
         println!("LLM usage: {}", super::usage::line(u));

@@ -56,6 +56,24 @@ pub(super) fn guardian(out: &Output, agent: Option<String>) -> Result<()> {
                     100.0 * t.followed as f64 / t.steers as f64
                 );
             }
+            if !t.decisions.is_empty() || t.conductor_llm.model.is_some() {
+                match (&t.conductor_llm.model, &t.conductor_llm.off) {
+                    (Some(m), _) => println!("conductor LLM: {m}"),
+                    (None, why) => {
+                        println!("conductor LLM: off ({})", why.as_deref().unwrap_or(""))
+                    }
+                }
+            }
+            for d in t.decisions.iter().rev() {
+                let when = crate::time::age(d.at_ms, crate::time::now_ms());
+                let pair = &d.decision.agents;
+                println!(
+                    "{when:>5} ago  agents {} and {}  {}",
+                    &pair[0][..pair[0].len().min(8)],
+                    &pair[1][..pair[1].len().min(8)],
+                    decision_line(d)
+                );
+            }
             if t.analyses.is_empty() {
                 println!("no judgements yet");
             }
@@ -79,4 +97,19 @@ pub(super) fn guardian(out: &Output, agent: Option<String>) -> Result<()> {
             }
         },
     )
+}
+
+/// One conductor decision in a line: what it did, why, and what came of it.
+pub(super) fn decision_line(d: &crate::store::ConductorDecision) -> String {
+    let mut text = format!("conductor: {}: {}", d.decision.action, d.decision.reason);
+    if let Some(t) = &d.reconcile_task_id {
+        text.push_str(&format!(
+            " (task {} queued after both)",
+            &t[..t.len().min(8)]
+        ));
+    }
+    if let Some(f) = &d.failure {
+        text.push_str(&format!("; failed: {f}"));
+    }
+    text
 }

@@ -69,9 +69,16 @@ pub struct GuardianSettings {
     pub max_pane_chars: usize,
     /// How often the live agents' work is compared for overlaps (with two or more at work).
     pub conductor_every_secs: u64,
+    /// Two live agents whose task texts are at least this alike (cosine of the memory
+    /// embedder's vectors, 0–1) are an overlap even before their files are; above 1: off.
+    pub similar_tasks: f32,
     /// Press the keys a `blocked_screen` rule gives (`press`), for dialogs safe to answer.
     pub answer_screens: bool,
 }
+
+/// `guardian.similar_tasks` by default: measured on labelled pairs of task texts with MiniLM
+/// (`tests/task_similarity.rs`).
+pub const DEFAULT_SIMILAR_TASKS: f32 = 0.85;
 
 /// What becomes of a stuck agent's task (`guardian.on_stuck`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -99,6 +106,7 @@ struct GuardianFile {
     steer_every_secs: Option<u64>,
     max_pane_chars: Option<usize>,
     conductor_every_secs: Option<u64>,
+    similar_tasks: Option<f32>,
     answer_screens: Option<bool>,
 }
 
@@ -230,6 +238,13 @@ impl Config {
                 steer_every_secs: g.steer_every_secs.unwrap_or(300),
                 max_pane_chars: g.max_pane_chars.unwrap_or(6000).clamp(500, 100_000),
                 conductor_every_secs: g.conductor_every_secs.unwrap_or(30).max(1),
+                similar_tasks: match g.similar_tasks {
+                    Some(t) if !(0.0..=2.0).contains(&t) => anyhow::bail!(
+                        "guardian.similar_tasks = {t}: give a similarity from 0 to 1 (above 1 turns it off)"
+                    ),
+                    Some(t) => t,
+                    None => DEFAULT_SIMILAR_TASKS,
+                },
                 answer_screens: g.answer_screens.unwrap_or(true),
             }
         };

@@ -53,7 +53,13 @@ pub(super) async fn execute(state: &Shared, req: Request) -> Answer {
             };
             let analyses = state.store.analyses(agent.as_deref(), 200)?;
             let (steers, followed) = state.store.steer_counts(agent.as_deref())?;
+            let decisions = state.store.decisions(agent.as_deref(), 200)?;
             answer(super::replies::GuardianTimeline {
+                conductor_llm: state
+                    .llm
+                    .describe(crate::states::LlmComponent::Conductor)
+                    .into(),
+                decisions,
                 llm: state
                     .llm
                     .describe(crate::states::LlmComponent::Guardian)
@@ -77,6 +83,7 @@ fn status(state: &Shared) -> Answer {
     let store = &state.store;
     let config = &state.config;
     let agents = store.list_agents(false)?;
+    let overlaps = state.seen.overlaps();
     answer(Status {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -96,7 +103,21 @@ fn status(state: &Shared) -> Answer {
             .describe(crate::states::LlmComponent::Guardian)
             .into(),
         llm_usage: store.usage_totals(None)?.into_iter().next(),
-        overlaps: state.seen.overlaps(),
+        llm_conductor: state
+            .llm
+            .describe(crate::states::LlmComponent::Conductor)
+            .into(),
+        decisions: overlaps
+            .iter()
+            .filter_map(|o| {
+                store
+                    .decisions(Some(&o.agents[0]), 50)
+                    .ok()?
+                    .into_iter()
+                    .find(|d| d.decision.agents == o.agents)
+            })
+            .collect(),
+        overlaps,
         agent_states: agents
             .iter()
             .filter_map(|a| Some((a.id.clone(), state.seen.get(&a.id)?)))

@@ -42,6 +42,11 @@ pub struct Status {
     /// Where live agents' work overlaps, as the conductor last found it.
     #[serde(default)]
     pub overlaps: Vec<crate::guardian::conductor::Overlap>,
+    /// What the conductor's LLM asks, or why it is off.
+    pub llm_conductor: LlmUse,
+    /// The conductor's last decision about each pair in `overlaps`, where it made one.
+    #[serde(default)]
+    pub decisions: Vec<crate::store::ConductorDecision>,
     /// What the guardian last read of each active agent, by id.
     #[serde(default)]
     pub agent_states: BTreeMap<String, crate::guardian::seen::Sighting>,
@@ -53,6 +58,11 @@ pub struct GuardianTimeline {
     pub llm: LlmUse,
     /// The newest 200, newest first.
     pub analyses: Vec<crate::store::Analysis>,
+    /// What the conductor's LLM asks, or why it is off, and its newest 200 decisions about
+    /// overlapping agents, newest first.
+    pub conductor_llm: LlmUse,
+    #[serde(default)]
+    pub decisions: Vec<crate::store::ConductorDecision>,
     /// Over all of them.
     pub steers: u64,
     pub followed: u64,

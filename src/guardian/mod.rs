@@ -11,6 +11,7 @@
 //! ended as `guardian.on_stuck` says. It reads through `agents/terminal.rs` and acts only through
 //! the handle.
 
+mod conduct;
 pub mod conductor;
 pub mod hooks;
 pub mod judge;
@@ -66,9 +67,6 @@ struct Steering {
     typed_last: Option<String>,
 }
 
-/// Per pair of agents, the files and conflicts last logged for it.
-type LoggedOverlaps = HashMap<[String; 2], (Vec<String>, Vec<String>)>;
-
 /// Guidance the judgement wants typed, from the analysis that asked for it.
 struct PendingSteer {
     analysis_id: i64,
@@ -84,11 +82,11 @@ pub struct Guardian {
     watched: HashMap<String, Watched>,
     /// Agents that were handed their first message, followed from the bus.
     delivered: HashSet<String>,
-    /// The conductor: when it last compared the agents' work, whether it does now, and the
-    /// overlaps already logged (so each is logged once, and again only when it changes).
+    /// The conductor: when it last compared the agents' work, whether it does now, and what
+    /// it remembers between comparisons (`conduct.rs`).
     conducted_ms: i64,
     conducting: Arc<AtomicBool>,
-    logged_overlaps: Arc<Mutex<LoggedOverlaps>>,
+    conductor: Arc<Mutex<conduct::Conducting>>,
     events: broadcast::Receiver<Event>,
 }
 
@@ -105,7 +103,7 @@ impl Guardian {
             delivered: HashSet::new(),
             conducted_ms: 0,
             conducting: Arc::default(),
-            logged_overlaps: Arc::default(),
+            conductor: Arc::default(),
         }
     }
 
@@ -278,61 +276,6 @@ impl Guardian {
             if let Err(e) = agents.press(&agent, keys, &rule).await {
                 tracing::warn!(agent = %agent, "cannot answer the {rule}: {e:#}");
             }
-        });
-    }
-
-    /// With two or more agents at work, compares their work every
-    /// `guardian.conductor_every_secs` and logs each new overlap on both agents.
-    fn conduct(&mut self, now: i64, live: usize) {
-        if live < 2 {
-            if !self.state.seen.overlaps().is_empty() {
-                self.state.seen.set_overlaps(Vec::new());
-            }
-            return;
-        }
-        let every = self.state.config.guardian.conductor_every_secs as i64 * 1000;
-        if self.conducting.load(Ordering::SeqCst) || now - self.conducted_ms < every {
-            return;
-        }
-        let Some(agents) = self.state.agents.clone() else {
-            return;
-        };
-        self.conducted_ms = now;
-        let (running, shared, logged) = (
-            self.conducting.clone(),
-            self.state.clone(),
-            self.logged_overlaps.clone(),
-        );
-        running.store(true, Ordering::SeqCst);
-        tokio::spawn(async move {
-            match agents.overlaps().await {
-                Ok(found) => {
-                    let mut logged = lock(&logged);
-                    for o in &found {
-                        let seen = (o.files.clone(), o.conflicts.clone());
-                        if logged.get(&o.agents) == Some(&seen) {
-                            continue;
-                        }
-                        let text = o.describe();
-                        for (agent, task) in o.agents.iter().zip(&o.tasks) {
-                            let _ = shared.events.record(
-                                agent,
-                                task.as_deref(),
-                                EventKind::Overlap,
-                                &text,
-                            );
-                        }
-                        tracing::info!("{text}");
-                        logged.insert(o.agents.clone(), seen);
-                    }
-                    logged.retain(|pair, _| found.iter().any(|o| &o.agents == pair));
-                    shared.seen.set_overlaps(found);
-                }
-                Err(e) => {
-                    tracing::debug!("the conductor could not compare the agents' work: {e:#}")
-                }
-            }
-            running.store(false, Ordering::SeqCst);
         });
     }
 

@@ -349,6 +349,13 @@ impl Memory {
         self.embedder().degraded()
     }
 
+    /// The current embedder's vectors of `texts`, with its id (vectors of different ids are
+    /// not comparable). Blocking: a model embeds on this thread.
+    pub fn sentence_vectors(&self, texts: &[&str]) -> Result<(String, Vec<Vec<f32>>)> {
+        let embedder = self.embedder();
+        Ok((embedder.id().to_string(), embedder.embed(texts)?))
+    }
+
     /// True when search re-ranks by token vectors (on, and the embedder has them).
     pub fn token_reranking(&self) -> bool {
         self.with_tokens(&*self.embedder())

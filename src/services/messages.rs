@@ -28,3 +28,13 @@ pub fn broadcast(state: &AppState, sender: &str, body: &str) -> OpResult<Vec<Str
     });
     Ok(recipients)
 }
+
+/// From a part of the coordinator (`sender`, e.g. "conductor") to one agent at work.
+pub fn note(state: &AppState, sender: &str, recipient: &str, body: &str) -> OpResult<()> {
+    state.store.send_note(sender, recipient, body)?;
+    state.events.publish(Event::MessageSent {
+        from: None,
+        to: vec![recipient.to_string()],
+    });
+    Ok(())
+}

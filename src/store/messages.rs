@@ -60,6 +60,24 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Queues a message from a part of the coordinator (`sender`, e.g. "conductor") for an
+    /// agent still at work.
+    pub fn send_note(&self, sender: &str, recipient: &str, body: &str) -> OpResult<i64> {
+        check_body(body)?;
+        let conn = self.lock();
+        let changed = conn.execute(
+            "INSERT INTO messages (sender_name, recipient_agent_id, broadcast, body, created_at)
+             SELECT ?1, id, 0, ?3, ?4 FROM agents WHERE id = ?2 AND status != 'terminated'",
+            params![sender, recipient, body, now_ms()],
+        )?;
+        if changed == 0 {
+            return Err(OpError::Invalid(format!(
+                "agent {recipient} is unknown or has ended"
+            )));
+        }
+        Ok(conn.last_insert_rowid())
+    }
+
     /// Queues a message for every other active agent, at most one broadcast per sender per
     /// `min_interval_ms`. Returns the recipients.
     pub fn broadcast_message(
@@ -118,13 +136,14 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let messages: Vec<MessageView> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT id, sender_agent_id, broadcast, body, created_at FROM messages
+                "SELECT id, sender_agent_id, broadcast, body, created_at, sender_name FROM messages
                  WHERE recipient_agent_id = ?1 AND read_at IS NULL AND sender_agent_id IS NOT ?1 ORDER BY id",
             )?;
             stmt.query_map(params![agent], |r| {
                 Ok(MessageView {
                     id: r.get(0)?,
                     from_agent_id: r.get(1)?,
+                    from_coordinator: r.get(5)?,
                     broadcast: r.get(2)?,
                     body: r.get(3)?,
                     sent_at: rfc3339(r.get(4)?),
@@ -140,11 +159,12 @@ impl Store {
         Ok(messages)
     }
 
-    /// Messages not yet typed into `agent`'s terminal: (id, sender, body).
+    /// Messages not yet typed into `agent`'s terminal: (id, sending agent or coordinator part,
+    /// body).
     pub fn untyped_messages(&self, agent: &str) -> OpResult<Vec<(i64, Option<String>, String)>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, sender_agent_id, body FROM messages
+            "SELECT id, COALESCE(sender_agent_id, sender_name), body FROM messages
              WHERE recipient_agent_id = ?1 AND typed_at IS NULL AND read_at IS NULL ORDER BY id",
         )?;
         let rows = stmt

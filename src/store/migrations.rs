@@ -1,7 +1,15 @@
 //! Numbered, append-only schema migrations. Never edit a shipped migration: add the next one.
 
 /// `(version, sql)`; applied in order inside one transaction each, recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, V1),
+    (2, V2),
+    (3, V3),
+    (4, V4),
+    (5, V5),
+    (6, V6),
+    (7, V7),
+];
 
 const V1: &str = r#"
 CREATE TABLE workflow_definitions (
@@ -222,4 +230,32 @@ CREATE TABLE guardian_analyses (
     steer_outcome    TEXT CHECK (steer_outcome IN ('followed', 'ignored'))
 );
 CREATE INDEX guardian_analyses_agent ON guardian_analyses(agent_id, at);
+"#;
+
+/// Messages from a part of the coordinator (the conductor) rather than an agent or a person,
+/// and what the conductor decided about each pair of agents whose work overlaps.
+const V7: &str = r#"
+ALTER TABLE messages ADD COLUMN sender_name TEXT;
+
+CREATE TABLE conductor_decisions (
+    id                 INTEGER PRIMARY KEY,
+    at                 INTEGER NOT NULL,
+    agent_a            TEXT NOT NULL,
+    agent_b            TEXT NOT NULL,
+    task_a             TEXT,
+    task_b             TEXT,
+    -- JSON arrays of paths: what both change, and what a merge of the two would conflict on.
+    files              TEXT NOT NULL,
+    conflicts          TEXT NOT NULL,
+    -- How alike their task texts are (cosine of the memory embedder's vectors), when they are.
+    similar_tasks      REAL,
+    action             TEXT NOT NULL CHECK (action IN ('message_agents', 'reconcile',
+                                                       'tell_person', 'none')),
+    reason             TEXT NOT NULL,
+    message_a          TEXT,
+    message_b          TEXT,
+    reconcile_task_id  TEXT,
+    -- What went wrong carrying the action out, if anything did.
+    failure            TEXT
+);
 "#;

@@ -8,6 +8,7 @@
 
 mod agents;
 mod analyses;
+mod conductor;
 mod memories;
 mod messages;
 mod migrations;
@@ -26,6 +27,7 @@ use crate::states::EventKind;
 
 pub use agents::{AgentKind, Authenticated};
 pub use analyses::{Analysis, NewAnalysis};
+pub use conductor::{ConductorDecision, NewDecision};
 pub use memories::{MemoryRow, MemoryVectors, NewMemory, StoredTokens, TokenBlobs};
 pub use runtime::AgentRuntime;
 pub use tasks::{NewTask, Reported, StatusUpdate, TaskFilter};
@@ -349,6 +351,11 @@ mod tests {
                 "guardian_analyses",
                 "steering_type",
                 texts(crate::states::SteeringType::ALL),
+            ),
+            (
+                "conductor_decisions",
+                "action",
+                texts(crate::states::ConductorAction::ALL),
             ),
             (
                 "guardian_analyses",
