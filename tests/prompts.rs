@@ -13,6 +13,8 @@ fn every_prompt_file_is_embedded() {
         [
             "agent_system.md",
             "agent_task.md",
+            "conductor_decision.md",
+            "conductor_question.md",
             "conflict_task.md",
             "guardian_judgement.md",
             "guardian_question.md",
@@ -41,6 +43,14 @@ fn every_prompt_file_is_embedded() {
     assert_eq!(
         read("conflict_task.md"),
         hephaestus::agents::prompt::CONFLICT_TASK
+    );
+    assert_eq!(
+        read("conductor_decision.md"),
+        hephaestus::agents::prompt::CONDUCTOR_DECISION
+    );
+    assert_eq!(
+        read("conductor_question.md"),
+        hephaestus::agents::prompt::CONDUCTOR_QUESTION
     );
     assert_eq!(
         read("nudge_report.md"),
